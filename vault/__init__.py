@@ -1,0 +1,1 @@
+"""Encrypted local vault (later issue). Never imports streamlit."""
