@@ -1,0 +1,321 @@
+"""Run an exported YOLO detect model with onnxruntime (CPU) on one grey image, tiling large images.
+
+The detector is stateless: thresholds travel in :class:`OnnxDetectorOptions` with each call, so one instance (one
+onnxruntime session, whose ``run`` is thread-safe) can be shared by every app session.
+
+Flow for one image (float32 (H, W) in [0, 1]): cut into full-size tiles at the model input size with an overlap
+(:func:`detection.tiling.tile_boxes`); skip tiles that are blank; letterbox each tile (a tile smaller than the input
+is padded, never enlarged); run batches; decode; per-tile NMS; merge across seams
+(:func:`detection.tiling.merge_tile_detections`). Boxes come back in full-image pixels.
+
+Classes: 'crystal' and 'agglomerate' (:data:`analysis.records.COUNTED_CLASSES`) are counted. A class named like an
+exclusion reason ('dust', 'fibre', 'bubble', 'out_of_focus') gives a Detection excluded for that reason; a name
+containing 'bubble' gives 'bubble'; any other class (e.g. 'mimic': a defocused crystal or crystal look-alike at
+another depth, which the training data labels so the model learns not to count it) gives 'out_of_focus'.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+from analysis.errors import InvalidImageError, ModelPackageError
+from analysis.records import COUNTED_CLASSES, EXCLUSION_REASONS, Detection
+from detection.modelmeta import ModelMeta, check_output_shape, parse_metadata
+from detection.tiling import merge_tile_detections, tile_boxes
+from detection.yolo import decode_output, letterbox, nms, to_input_tensor, unletterbox_boxes
+
+logger = logging.getLogger(__name__)
+
+#: Largest model file we load (bytes). A yolo11n export is ~10 MB, yolo11x ~220 MB.
+MAX_MODEL_BYTES = 512 * 1024 * 1024
+#: A detection whose box lies within this distance (px) of an interior tile edge is treated as cut by the seam.
+EDGE_MARGIN_PX = 4.0
+#: A tile is blank when, after 4x4 block averaging, max - min grey level is below this (see ``_tile_is_blank``).
+BLANK_RANGE = 0.03
+_BLANK_BLOCK = 4
+
+#: refine(image, box) -> (x_min, y_min, x_max, y_max, mask); box is float32 (4,) xyxy in image pixels.
+RefineFn = Callable[[np.ndarray, np.ndarray], tuple[int, int, int, int, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class OnnxDetectorOptions:
+    """Per-call detector settings.
+
+    ``tile_overlap_px``: minimum overlap between tiles. 128 px holds whole 92 % of the labelled crystals of the real
+    development set (largest side, 1112x1000 images; 85 % at 96 px) and costs no extra tile at 1280x1024 or
+    2592x1944 with 640 px tiles; larger crystals are joined from their parts by the seam rule.
+    ``class_agnostic_nms``: suppress overlapping boxes whatever their class, so one object is never counted twice
+    as both 'crystal' and 'agglomerate'.
+    ``skip_empty_tiles``: do not run the model on tiles that are blank (flat background, see BLANK_RANGE).
+    """
+
+    conf_threshold: float = 0.25
+    iou_threshold: float = 0.5
+    tile_overlap_px: int = 128
+    batch_size: int = 4
+    skip_empty_tiles: bool = True
+    class_agnostic_nms: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.conf_threshold < 1.0:
+            raise ValueError(f"conf_threshold must be in [0, 1), got {self.conf_threshold}")
+        if not 0.0 < self.iou_threshold <= 1.0:
+            raise ValueError(f"iou_threshold must be in (0, 1], got {self.iou_threshold}")
+        if self.tile_overlap_px < 0:
+            raise ValueError(f"tile_overlap_px must be >= 0, got {self.tile_overlap_px}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def exclusion_for_class(name: str) -> str | None:
+    """None for a counted class, otherwise the exclusion reason given to the class (rule in the module docstring)."""
+    if name in COUNTED_CLASSES:
+        return None
+    if name in EXCLUSION_REASONS and name != "low_confidence":
+        return name
+    if "bubble" in name:
+        return "bubble"
+    return "out_of_focus"
+
+
+def inscribed_ellipse(image: np.ndarray, box: np.ndarray) -> tuple[int, int, int, int, np.ndarray]:
+    """Default mask: the filled ellipse inscribed in the box rounded outwards to whole pixels, clipped to the image."""
+    h, w = image.shape[:2]
+    x0 = int(np.clip(np.floor(box[0]), 0, w))
+    y0 = int(np.clip(np.floor(box[1]), 0, h))
+    x1 = int(np.clip(np.ceil(box[2]), 0, w))
+    y1 = int(np.clip(np.ceil(box[3]), 0, h))
+    bw, bh = x1 - x0, y1 - y0
+    if bw <= 0 or bh <= 0:
+        return x0, y0, x1, y1, np.zeros((max(bh, 0), max(bw, 0)), dtype=bool)
+    yy = (np.arange(bh, dtype=np.float32) + 0.5 - bh / 2) / (bh / 2)
+    xx = (np.arange(bw, dtype=np.float32) + 0.5 - bw / 2) / (bw / 2)
+    mask = yy[:, None] ** 2 + xx[None, :] ** 2 <= 1.0
+    return x0, y0, x1, y1, mask
+
+
+def _tile_is_blank(tile: np.ndarray) -> bool:
+    """True when the tile holds nothing a model could detect: grey range of the 4x4 block means < BLANK_RANGE.
+
+    Block averaging removes pixel noise (its range shrinks ~4x) but keeps the rim of even a 10 px crystal.
+    """
+    h, w = tile.shape
+    small = cv2.resize(tile, (max(1, w // _BLANK_BLOCK), max(1, h // _BLANK_BLOCK)), interpolation=cv2.INTER_AREA)
+    return float(small.max() - small.min()) < BLANK_RANGE
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.ndim != 2 or image.size == 0:
+        shape = getattr(image, "shape", None)
+        raise InvalidImageError(f"The detector needs a grey (height, width) image, got shape {shape}.")
+    if image.dtype != np.float32:
+        image = image.astype(np.float32)
+    if not np.isfinite(image).all():
+        raise InvalidImageError("The image contains NaN or infinite values; reload it.")
+    return image
+
+
+class OnnxDetector:
+    """Stateless: thresholds are arguments; one onnxruntime session shared across app sessions (thread-safe run)."""
+
+    def __init__(self, model_bytes: bytes, *, threads: int = 2, name: str = "", version: str = "") -> None:
+        """Load an ultralytics YOLO detect ONNX export from memory and check it.
+
+        Raises ModelPackageError when the bytes are not a loadable ONNX model, the metadata is missing or invalid,
+        or the model's inputs/outputs do not fit the metadata (checked with one blank inference).
+        """
+        if not isinstance(model_bytes, (bytes, bytearray, memoryview)) or len(model_bytes) == 0:
+            raise ModelPackageError("The model file is empty; reinstall the model package.")
+        if len(model_bytes) > MAX_MODEL_BYTES:
+            raise ModelPackageError(
+                f"The model file is {len(model_bytes) / 2**20:.0f} MiB (at most {MAX_MODEL_BYTES // 2**20} MiB)."
+            )
+        self._name, self._version = name, version
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, int(threads))
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(bytes(model_bytes), opts, providers=["CPUExecutionProvider"])
+            props = dict(self._session.get_modelmeta().custom_metadata_map)
+        except Exception as e:  # onnxruntime raises its own exception types, none of them shared
+            raise ModelPackageError(
+                "The model file is not a valid ONNX model (corrupt or truncated); reinstall the model package."
+            ) from e
+        self._meta = parse_metadata(props)
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or len(outputs) < 1:
+            raise ModelPackageError(
+                f"The model has {len(inputs)} inputs and {len(outputs)} outputs; a YOLO detect export has one "
+                "image input and one output."
+            )
+        inp = inputs[0]
+        self._input_name, self._output_name = inp.name, outputs[0].name
+        if inp.type not in ("tensor(float)", "tensor(float16)"):
+            raise ModelPackageError(f"The model input is {inp.type}; a float image tensor is expected.")
+        self._input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+        shape = list(inp.shape)
+        if len(shape) != 4:
+            raise ModelPackageError(f"The model input has shape {shape}; (batch, 3, height, width) is expected.")
+        static = [d if isinstance(d, int) else None for d in shape]
+        if static[1] is not None and static[1] != 3:
+            raise ModelPackageError(f"The model input has {static[1]} channels; 3 (RGB) are expected.")
+        for got, want, axis in ((static[2], self._meta.imgsz[0], "height"), (static[3], self._meta.imgsz[1], "width")):
+            if got is not None and got != want:
+                raise ModelPackageError(
+                    f"The model input {axis} is {got} px but the metadata says {want} px; the metadata does not "
+                    "belong to this model."
+                )
+        self._fixed_batch = static[0]
+        probe_batch = self._fixed_batch or 1
+        probe = np.full((probe_batch, 3, *self._meta.imgsz), 0.5, dtype=self._input_dtype)
+        out = self._run(probe)
+        check_output_shape(self._meta, out.shape)
+        logger.info("loaded %s: classes %s, input %s", self.label, self._meta.names, self._meta.imgsz)
+
+    @property
+    def meta(self) -> ModelMeta:
+        return self._meta
+
+    @property
+    def label(self) -> str:
+        """Short provenance text, e.g. 'onnx:crystal-yolo11n 1.0.0'."""
+        return f"onnx:{self._name or 'model'} {self._version}".strip()
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        try:
+            out = self._session.run([self._output_name], {self._input_name: batch})[0]
+        except Exception as e:  # onnxruntime raises its own exception types, none of them shared
+            raise ModelPackageError(
+                f"The model failed to run on an input of shape {tuple(batch.shape)}; the model package is broken "
+                "or not a YOLO detect export."
+            ) from e
+        return np.asarray(out, dtype=np.float32)
+
+    def _infer(self, tensors: list[np.ndarray], batch_size: int) -> np.ndarray:
+        """Run (3, h, w)-stacked inputs through the model in batches; returns (len(tensors), 4 + nc, N)."""
+        step = self._fixed_batch or batch_size
+        outs = []
+        for start in range(0, len(tensors), step):
+            chunk = tensors[start : start + step]
+            n = len(chunk)
+            if self._fixed_batch and n < step:
+                chunk = chunk + [np.zeros_like(chunk[0])] * (step - n)
+            x = to_input_tensor(chunk).astype(self._input_dtype, copy=False)
+            out = self._run(x)
+            check_output_shape(self._meta, out.shape)
+            outs.append(out[:n])
+        return np.concatenate(outs, axis=0)
+
+    def predict_boxes(
+        self, image: np.ndarray, *, options: OnnxDetectorOptions = OnnxDetectorOptions()
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Detect objects in a grey image.
+
+        image: float32 (H, W) in [0, 1]. Returns ``(boxes, scores, class_ids)``: float32 (K, 4) xyxy in image
+        pixels (clipped to the image), float32 (K,), int32 (K,); highest score first.
+        Raises InvalidImageError for a non-2-D or non-finite image, ValueError when the tile overlap is not smaller
+        than the model input, ModelPackageError when the model fails to run.
+        """
+        img = _check_image(image)
+        h, w = img.shape
+        in_h, in_w = self._meta.imgsz
+        if options.tile_overlap_px >= min(in_h, in_w):
+            raise ValueError(f"tile_overlap_px {options.tile_overlap_px} must be below the model input {in_h}x{in_w}")
+        tiles = tile_boxes(w, h, tile=(in_h, in_w), overlap=options.tile_overlap_px)
+        inputs, geom = [], []
+        for t_idx, (x0, y0, x1, y1) in enumerate(tiles.tolist()):
+            crop = img[y0:y1, x0:x1]
+            if options.skip_empty_tiles and _tile_is_blank(crop):
+                continue
+            boxed, scale, pad = letterbox(crop, size=(in_h, in_w))
+            inputs.append(boxed)
+            geom.append((t_idx, x0, y0, x1 - x0, y1 - y0, scale, pad))
+        logger.debug("%d tiles, %d run, %d blank", len(tiles), len(inputs), len(tiles) - len(inputs))
+        empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
+        if not inputs:
+            return empty
+        raw = self._infer(inputs, options.batch_size)
+        decoded = decode_output(raw, n_classes=self._meta.n_classes, conf_threshold=options.conf_threshold)
+        all_boxes, all_scores, all_cls, all_tile = [], [], [], []
+        for (t_idx, x0, y0, tw, th, scale, pad), (boxes, scores, cls) in zip(geom, decoded):
+            boxes = unletterbox_boxes(boxes, scale=scale, pad=pad)
+            boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, tw)
+            boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, th)
+            ok = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
+            boxes, scores, cls = boxes[ok], scores[ok], cls[ok]
+            keep = nms(
+                boxes,
+                scores,
+                iou_threshold=options.iou_threshold,
+                class_ids=None if options.class_agnostic_nms else cls,
+            )
+            boxes = boxes[keep] + np.array([x0, y0, x0, y0], dtype=np.float32)
+            all_boxes.append(boxes)
+            all_scores.append(scores[keep])
+            all_cls.append(cls[keep])
+            all_tile.append(np.full(keep.size, t_idx, dtype=np.int64))
+        boxes = np.concatenate(all_boxes).astype(np.float32)
+        scores = np.concatenate(all_scores).astype(np.float32)
+        cls = np.concatenate(all_cls).astype(np.int32)
+        if len(tiles) > 1 and boxes.shape[0]:
+            keep, merged = merge_tile_detections(
+                boxes,
+                scores,
+                None if options.class_agnostic_nms else cls,
+                np.concatenate(all_tile),
+                tiles,
+                iou_threshold=options.iou_threshold,
+                edge_margin_px=EDGE_MARGIN_PX,
+            )
+            return merged, scores[keep], cls[keep]
+        order = np.argsort(-scores, kind="stable")
+        return boxes[order], scores[order], cls[order]
+
+    def detect(
+        self,
+        image: np.ndarray,
+        *,
+        options: OnnxDetectorOptions = OnnxDetectorOptions(),
+        refine: RefineFn | None = None,
+    ) -> list[Detection]:
+        """Detect and outline objects; one :class:`Detection` per object, highest confidence first.
+
+        ``refine(image, box)`` turns a float32 (4,) xyxy box into ``(x_min, y_min, x_max, y_max, mask)`` with a
+        bool mask of shape (y_max - y_min, x_max - x_min); default :func:`inscribed_ellipse`. Objects whose mask is
+        empty are dropped. Raises as :meth:`predict_boxes`, and ValueError when ``refine`` returns a mask whose
+        shape does not match its box.
+        """
+        img = _check_image(image)
+        refine_fn = refine or inscribed_ellipse
+        boxes, scores, cls = self.predict_boxes(img, options=options)
+        detections = []
+        for box, score, c in zip(boxes, scores, cls.tolist()):
+            x0, y0, x1, y1, mask = refine_fn(img, box.copy())
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != (y1 - y0, x1 - x0):
+                raise ValueError(f"refine returned a mask of shape {mask.shape} for box {(x0, y0, x1, y1)}")
+            if mask.size == 0 or not mask.any():
+                logger.debug("dropped box %s: empty mask", box.tolist())
+                continue
+            name = self._meta.names[c]
+            detections.append(
+                Detection(
+                    x_min=int(x0),
+                    y_min=int(y0),
+                    x_max=int(x1),
+                    y_max=int(y1),
+                    mask=mask,
+                    class_name=name,
+                    confidence=float(score),
+                    excluded_reason=exclusion_for_class(name),
+                )
+            )
+        return detections

@@ -1,0 +1,192 @@
+"""Tile geometry and the merging of detections across tile seams (pure arithmetic on numpy arrays).
+
+Tiles are full-size windows (the model input size) laid out with a fixed overlap; the last tile of a row/column is
+shifted back so that it stays inside the image. An image smaller than a tile along an axis gets one tile as large as
+the image along that axis (the detector pads it by letterboxing).
+
+Seam rule (:func:`merge_tile_detections`), for detections already in full-image pixels:
+
+1. A detection is *truncated* when its box touches (within ``edge_margin_px``) an edge of its own tile that lies
+   inside the image (an interior seam), i.e. the object may continue beyond the tile. Otherwise it is *complete*.
+2. Two detections from different, overlapping tiles (of the same class, unless class ids are None) are the same
+   object when, clipped to the region both tiles see, their boxes agree: IoU of the clipped boxes
+   >= ``iou_threshold``. Matches are joined transitively (an object across a tile corner may be seen by 4 tiles).
+3. Per group: if any member is complete, the highest-scoring complete member is kept as is (a tile saw the whole
+   object); otherwise the object is wider than the overlap and no tile saw it whole, so the group becomes one box:
+   the union of the members' boxes, with the best member's score and class.
+4. A final greedy pass (complete boxes first, then by score) removes a box whose IoU with a kept box exceeds
+   ``iou_threshold``, and a truncated box lying mostly inside a kept box from another tile (intersection over its
+   own area >= ``ios_threshold``), so a stray partial box inside a full box is not counted twice.
+
+An object narrower than the overlap always lies whole inside some tile, so step 3 normally finds a complete member;
+the union of step 3 handles the larger ones.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from detection.yolo import box_area, pairwise_intersection
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    n = math.ceil((length - overlap) / step)
+    starts = [i * step for i in range(n)]
+    starts[-1] = length - tile  # shift the last tile back inside the image
+    return sorted(set(starts))
+
+
+def tile_boxes(width: int, height: int, *, tile: int | tuple[int, int], overlap: int) -> np.ndarray:
+    """Tiles covering a ``width`` x ``height`` image, row by row.
+
+    ``tile``: tile side in pixels, or (tile_height, tile_width) like a model's imgsz. ``overlap``: minimum overlap
+    between neighbouring tiles in pixels (0 <= overlap < tile side; the last tile may overlap more).
+    Returns int64 (T, 4) xyxy boxes (x_max/y_max exclusive), all of size min(tile, image) per axis.
+    Raises ValueError for a non-positive image or tile size or an overlap outside [0, tile).
+    """
+    tile_h, tile_w = (tile, tile) if isinstance(tile, (int, np.integer)) else (int(tile[0]), int(tile[1]))
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    if tile_w <= 0 or tile_h <= 0:
+        raise ValueError(f"tile size must be positive, got {tile}")
+    if not 0 <= overlap < min(tile_w, tile_h):
+        raise ValueError(f"overlap must be in [0, tile size), got {overlap} for tile {tile}")
+    xs = _starts(width, tile_w, overlap)
+    ys = _starts(height, tile_h, overlap)
+    tw, th = min(tile_w, width), min(tile_h, height)
+    out = [(x, y, x + tw, y + th) for y in ys for x in xs]
+    return np.asarray(out, dtype=np.int64).reshape(-1, 4)
+
+
+def _find(parent: np.ndarray, i: int) -> int:
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+def truncated_mask(
+    boxes: np.ndarray, tile_index: np.ndarray, tiles: np.ndarray, *, edge_margin_px: float
+) -> np.ndarray:
+    """Bool (N,): the box touches an interior edge (one not on the image border) of its own tile."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    t = np.asarray(tiles, dtype=np.float64)[np.asarray(tile_index, dtype=np.int64)]
+    if b.shape[0] == 0:
+        return np.zeros(0, dtype=bool)
+    img_w, img_h = float(np.max(tiles[:, 2])), float(np.max(tiles[:, 3]))
+    m = edge_margin_px
+    return (
+        ((t[:, 0] > 0) & (b[:, 0] <= t[:, 0] + m))
+        | ((t[:, 1] > 0) & (b[:, 1] <= t[:, 1] + m))
+        | ((t[:, 2] < img_w) & (b[:, 2] >= t[:, 2] - m))
+        | ((t[:, 3] < img_h) & (b[:, 3] >= t[:, 3] - m))
+    )
+
+
+def merge_tile_detections(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray | None,
+    tile_index: np.ndarray,
+    tiles: np.ndarray,
+    *,
+    iou_threshold: float,
+    edge_margin_px: float,
+    ios_threshold: float = 0.7,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge detections of overlapping tiles so that each object is reported once (rule in the module docstring).
+
+    boxes: (N, 4) xyxy in full-image pixels; scores: (N,); class_ids: (N,) ints, or None for class-agnostic
+    merging; tile_index: (N,) index into ``tiles`` of the tile each detection came from; tiles: (T, 4) from
+    :func:`tile_boxes` (the image size is taken as the tiles' extent).
+    Returns ``(keep, merged_boxes)``: int64 (K,) indices of the detections that stand for the objects, highest
+    score first, and float32 (K, 4) their boxes, which differ from ``boxes[keep]`` only where truncated parts were
+    joined into one box. Raises ValueError on inconsistent lengths or a tile index out of range.
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    ti = np.asarray(tile_index, dtype=np.int64).reshape(-1)
+    tl = np.asarray(tiles, dtype=np.float64).reshape(-1, 4)
+    n = b.shape[0]
+    c = np.zeros(n, dtype=np.int64) if class_ids is None else np.asarray(class_ids, dtype=np.int64).reshape(-1)
+    if not (s.shape[0] == ti.shape[0] == c.shape[0] == n):
+        raise ValueError("merge_tile_detections: boxes, scores, class_ids and tile_index differ in length")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 4), dtype=np.float32)
+    if ti.min() < 0 or ti.max() >= tl.shape[0]:
+        raise ValueError("merge_tile_detections: tile_index out of range")
+
+    truncated = truncated_mask(b, ti, tl, edge_margin_px=edge_margin_px)
+
+    # Step 2: match detections of overlapping tile pairs inside the region both tiles see.
+    parent = np.arange(n)
+    pair_inter = pairwise_intersection(tl, tl)
+    ta, tb = np.nonzero(np.triu(pair_inter > 0, k=1))
+    for a, bt in zip(ta.tolist(), tb.tolist()):
+        region = np.array(
+            [max(tl[a, 0], tl[bt, 0]), max(tl[a, 1], tl[bt, 1]), min(tl[a, 2], tl[bt, 2]), min(tl[a, 3], tl[bt, 3])]
+        )
+        ia = np.flatnonzero(ti == a)
+        ib = np.flatnonzero(ti == bt)
+        if ia.size == 0 or ib.size == 0:
+            continue
+        ca = _clip(b[ia], region)
+        cb = _clip(b[ib], region)
+        inter = pairwise_intersection(ca, cb)
+        union = box_area(ca)[:, None] + box_area(cb)[None, :] - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        same = (iou >= iou_threshold) & (c[ia][:, None] == c[ib][None, :])
+        for i, j in zip(*np.nonzero(same)):
+            ri, rj = _find(parent, int(ia[i])), _find(parent, int(ib[j]))
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
+    roots = np.array([_find(parent, i) for i in range(n)])
+
+    # Step 3: one representative per group; complete members first, then by score.
+    order = np.lexsort((-s, truncated, roots))  # sorted by root, then complete first, then score desc
+    first = np.ones(n, dtype=bool)
+    first[1:] = roots[order][1:] != roots[order][:-1]
+    starts = np.flatnonzero(first)
+    reps = order[starts]
+    sorted_boxes = b[order]
+    union_boxes = np.concatenate(
+        [
+            np.minimum.reduceat(sorted_boxes[:, :2], starts, axis=0),
+            np.maximum.reduceat(sorted_boxes[:, 2:], starts, axis=0),
+        ],
+        axis=1,
+    )
+    rep_boxes = np.where(truncated[reps][:, None], union_boxes, b[reps])
+    rep_trunc = truncated[reps]
+
+    # Step 4: greedy clean-up, complete boxes first, then by score.
+    prio = np.lexsort((-s[reps], rep_trunc))
+    area = box_area(rep_boxes)
+    keep_local: list[int] = []
+    remaining = prio
+    while remaining.size:
+        i = remaining[0]
+        keep_local.append(int(i))
+        rest = remaining[1:]
+        inter = pairwise_intersection(rep_boxes[i : i + 1], rep_boxes[rest])[0]
+        union = area[i] + area[rest] - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        ios = np.divide(inter, area[rest], out=np.zeros_like(inter), where=area[rest] > 0)
+        other_tile = ti[reps[rest]] != ti[reps[i]]
+        drop = (iou > iou_threshold) | (rep_trunc[rest] & other_tile & (ios >= ios_threshold))
+        drop &= c[reps[rest]] == c[reps[i]]
+        remaining = rest[~drop]
+    keep_local_arr = np.asarray(keep_local, dtype=np.int64)
+    by_score = keep_local_arr[np.argsort(-s[reps[keep_local_arr]], kind="stable")]
+    return reps[by_score].astype(np.int64), rep_boxes[by_score].astype(np.float32)
+
+
+def _clip(boxes: np.ndarray, region: np.ndarray) -> np.ndarray:
+    out = boxes.copy()
+    out[:, [0, 2]] = np.clip(out[:, [0, 2]], region[0], region[2])
+    out[:, [1, 3]] = np.clip(out[:, [1, 3]], region[1], region[3])
+    return out

@@ -1,0 +1,169 @@
+"""YOLO (ultralytics detect head) pre- and post-processing on numpy arrays; no onnxruntime here.
+
+Model input: float32 (B, 3, H, W) RGB in [0, 1], letterboxed (aspect kept, centred, grey 114/255 padding).
+Model output: (B, 4 + nc, N): per anchor cx, cy, w, h in input pixels followed by nc class scores that are already
+sigmoid probabilities (no objectness). Boxes leave this module as float32 xyxy with x_max/y_max exclusive.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+#: ultralytics pads with grey 114 (of 255).
+PAD_VALUE = 114.0 / 255.0
+#: Candidates kept before NMS (highest scores), as ultralytics does, so NMS time stays bounded.
+MAX_NMS_CANDIDATES = 30_000
+
+
+def letterbox(
+    image: np.ndarray, *, size: tuple[int, int], pad_value: float = PAD_VALUE, allow_upscale: bool = False
+) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """Resize ``image`` (H, W) keeping its aspect ratio and pad it, centred, to ``size`` = (height, width).
+
+    The image is only shrunk unless ``allow_upscale``: our tiles are at the model input size and a small image is
+    padded rather than enlarged, so crystals keep the pixel scale the model was trained at.
+    Returns ``(out, scale, (pad_x, pad_y))``: float32 array of shape ``size``, the factor applied, and the left/top
+    padding in pixels; a point (x, y) of ``image`` sits at (x * scale + pad_x, y * scale + pad_y) in ``out``.
+    Raises ValueError for a non-2-D or empty image or a non-positive size.
+    """
+    if image.ndim != 2 or image.size == 0:
+        raise ValueError(f"letterbox expects a non-empty (H, W) image, got shape {image.shape}")
+    out_h, out_w = int(size[0]), int(size[1])
+    if out_h <= 0 or out_w <= 0:
+        raise ValueError(f"letterbox size must be positive, got {size}")
+    h, w = image.shape
+    scale = min(out_h / h, out_w / w)
+    if not allow_upscale:
+        scale = min(scale, 1.0)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    src = np.asarray(image, dtype=np.float32)
+    if (new_w, new_h) != (w, h):
+        src = cv2.resize(src, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    # Centred padding with ultralytics' rounding (the -0.1 keeps an odd pixel on the right/bottom).
+    pad_x = int(round((out_w - new_w) / 2 - 0.1))
+    pad_y = int(round((out_h - new_h) / 2 - 0.1))
+    pad_x, pad_y = max(pad_x, 0), max(pad_y, 0)
+    out = np.full((out_h, out_w), pad_value, dtype=np.float32)
+    out[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = src
+    return out, float(scale), (float(pad_x), float(pad_y))
+
+
+def to_input_tensor(images: Sequence[np.ndarray]) -> np.ndarray:
+    """Stack grey (h, w) images of one shape into a contiguous float32 (B, 3, h, w) tensor (grey copied to RGB).
+
+    Raises ValueError for an empty list, a non-2-D image or mixed shapes.
+    """
+    if len(images) == 0:
+        raise ValueError("to_input_tensor needs at least one image")
+    shape = images[0].shape
+    for im in images:
+        if im.ndim != 2 or im.shape != shape:
+            raise ValueError(f"to_input_tensor needs (h, w) images of one shape, got {im.shape} and {shape}")
+    out = np.empty((len(images), 3, *shape), dtype=np.float32)
+    for i, im in enumerate(images):
+        out[i, :] = im  # broadcasts over the 3 channels
+    return out
+
+
+def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """(N, 4) cx, cy, w, h -> (N, 4) float32 x_min, y_min, x_max, y_max."""
+    b = np.asarray(boxes, dtype=np.float32)
+    half = b[:, 2:4] / 2
+    return np.concatenate([b[:, 0:2] - half, b[:, 0:2] + half], axis=1)
+
+
+def decode_output(
+    raw: np.ndarray, *, n_classes: int, conf_threshold: float
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Turn a raw YOLO output (B, 4 + n_classes, N) into candidates per batch item.
+
+    Each anchor votes for its best class; anchors whose best score is not above ``conf_threshold`` are dropped
+    (ultralytics' rule). Returns for each item ``(boxes, scores, class_ids)``: float32 (K, 4) xyxy in model-input
+    pixels, float32 (K,), int32 (K,); at most :data:`MAX_NMS_CANDIDATES` per item, highest scores first.
+    Raises ValueError when the shape does not match ``n_classes``.
+    """
+    raw = np.asarray(raw)
+    if raw.ndim != 3 or raw.shape[1] != 4 + n_classes:
+        raise ValueError(f"expected output of shape (B, {4 + n_classes}, N), got {raw.shape}")
+    cls_scores = raw[:, 4:, :]
+    best = cls_scores.max(axis=1)  # (B, N)
+    results = []
+    for b in range(raw.shape[0]):
+        idx = np.flatnonzero(best[b] > conf_threshold)
+        scores = best[b, idx].astype(np.float32)
+        order = np.argsort(-scores, kind="stable")[:MAX_NMS_CANDIDATES]
+        idx, scores = idx[order], scores[order]
+        class_ids = cls_scores[b][:, idx].argmax(axis=0).astype(np.int32)
+        boxes = xywh_to_xyxy(raw[b][:4][:, idx].T)
+        results.append((boxes, scores, class_ids))
+    return results
+
+
+def box_area(boxes: np.ndarray) -> np.ndarray:
+    """Area of (N, 4) xyxy boxes (exclusive max); degenerate boxes have area 0."""
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+
+def pairwise_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection areas (len(a), len(b)) of two sets of xyxy boxes."""
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    return np.clip(w, 0, None) * np.clip(h, 0, None)
+
+
+def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix (len(a), len(b)); 0 where both boxes are empty."""
+    inter = pairwise_intersection(a, b)
+    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def nms(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    *,
+    iou_threshold: float,
+    class_ids: np.ndarray | None = None,
+    max_det: int = 3000,
+) -> np.ndarray:
+    """Greedy non-maximum suppression; returns the kept indices (int64), highest score first.
+
+    A box is dropped when its IoU with a higher-scoring kept box is above ``iou_threshold``. With ``class_ids``
+    boxes of different classes never suppress each other (each class is shifted to its own far-away region, the
+    usual offset trick). Each step compares one kept box with all remaining boxes in one vectorised operation.
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if b.shape[0] != s.shape[0]:
+        raise ValueError(f"nms: {b.shape[0]} boxes but {s.shape[0]} scores")
+    if b.shape[0] == 0 or max_det <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if class_ids is not None:
+        c = np.asarray(class_ids).reshape(-1)
+        if c.shape[0] != b.shape[0]:
+            raise ValueError(f"nms: {b.shape[0]} boxes but {c.shape[0]} class ids")
+        span = float(np.abs(b).max()) * 2 + 1
+        b = b + (c.astype(np.float64) * span)[:, None]
+    area = box_area(b)
+    order = np.argsort(-s, kind="stable")
+    keep: list[int] = []
+    while order.size and len(keep) < max_det:
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        w = np.minimum(b[i, 2], b[rest, 2]) - np.maximum(b[i, 0], b[rest, 0])
+        h = np.minimum(b[i, 3], b[rest, 3]) - np.maximum(b[i, 1], b[rest, 1])
+        inter = np.clip(w, 0, None) * np.clip(h, 0, None)
+        union = area[i] + area[rest] - inter
+        iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def unletterbox_boxes(boxes: np.ndarray, *, scale: float, pad: tuple[float, float]) -> np.ndarray:
+    """Map (N, 4) xyxy boxes from letterboxed model-input pixels back to the source image (float32, not clipped)."""
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    offset = np.array([pad[0], pad[1], pad[0], pad[1]], dtype=np.float32)
+    return (b - offset) / np.float32(scale)

@@ -1,0 +1,141 @@
+"""Tile geometry and seam merging (detection.tiling)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detection.tiling import merge_tile_detections, tile_boxes, truncated_mask
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "tile", "overlap"),
+    [(1112, 1000, 640, 128), (2592, 1944, 640, 128), (640, 640, 640, 96), (1300, 641, 640, 0), (5000, 700, 512, 200)],
+)
+def test_tiles_cover_image_with_constant_size_and_overlap(width, height, tile, overlap):
+    tiles = tile_boxes(width, height, tile=tile, overlap=overlap)
+    assert tiles.dtype == np.int64 and tiles.shape[1] == 4
+    assert np.all(tiles[:, 2] - tiles[:, 0] == min(tile, width))
+    assert np.all(tiles[:, 3] - tiles[:, 1] == min(tile, height))
+    assert tiles[:, :2].min() == 0 and tiles[:, 2].max() == width and tiles[:, 3].max() == height
+    cover = np.zeros((height, width), np.int32)
+    for x0, y0, x1, y1 in tiles:
+        cover[y0:y1, x0:x1] += 1
+    assert cover.min() >= 1
+    # neighbours along each axis overlap by at least `overlap`
+    for axis in (0, 1):
+        starts = np.unique(tiles[:, axis])
+        ends = np.unique(tiles[:, axis + 2])
+        assert np.all(ends[:-1] - starts[1:] >= overlap)
+
+
+def test_tile_layout_known_answer():
+    tiles = tile_boxes(1112, 1000, tile=640, overlap=128)
+    np.testing.assert_array_equal(
+        tiles, [[0, 0, 640, 640], [472, 0, 1112, 640], [0, 360, 640, 1000], [472, 360, 1112, 1000]]
+    )
+
+
+def test_image_smaller_than_tile_gives_one_tile_of_image_size():
+    np.testing.assert_array_equal(tile_boxes(300, 200, tile=640, overlap=96), [[0, 0, 300, 200]])
+    # smaller along one axis only
+    tiles = tile_boxes(1000, 200, tile=640, overlap=96)
+    np.testing.assert_array_equal(tiles, [[0, 0, 640, 200], [360, 0, 1000, 200]])
+
+
+def test_non_square_tile():
+    tiles = tile_boxes(1000, 1000, tile=(480, 640), overlap=64)  # (height, width)
+    assert np.all(tiles[:, 2] - tiles[:, 0] == 640) and np.all(tiles[:, 3] - tiles[:, 1] == 480)
+
+
+@pytest.mark.parametrize(
+    ("w", "h", "tile", "overlap"), [(0, 10, 64, 8), (10, 10, 0, 0), (100, 100, 64, 64), (100, 100, 64, -1)]
+)
+def test_tile_boxes_errors(w, h, tile, overlap):
+    with pytest.raises(ValueError):
+        tile_boxes(w, h, tile=tile, overlap=overlap)
+
+
+# Two tiles side by side: [0, 100) and [60, 160) in x, full height 100.
+TILES = np.array([[0, 0, 100, 100], [60, 0, 160, 100]])
+
+
+def _merge(boxes, scores, cls, tile_idx, tiles=TILES, **kw):
+    kw.setdefault("iou_threshold", 0.5)
+    kw.setdefault("edge_margin_px", 2.0)
+    return merge_tile_detections(
+        np.asarray(boxes, np.float32), np.asarray(scores, np.float32), cls, np.asarray(tile_idx), tiles, **kw
+    )
+
+
+def test_truncated_mask_ignores_image_border():
+    boxes = np.array([[0, 10, 20, 30], [80, 10, 100, 30], [60, 10, 70, 30], [140, 10, 160, 30]], np.float32)
+    got = truncated_mask(boxes, np.array([0, 0, 1, 1]), TILES, edge_margin_px=2.0)
+    np.testing.assert_array_equal(got, [False, True, True, False])
+
+
+def test_seam_object_seen_whole_in_one_tile_is_counted_once():
+    # object x 70..95: whole in both tiles -> duplicate in the overlap
+    keep, boxes = _merge([[70, 10, 95, 30], [70.5, 10, 95, 30.5]], [0.8, 0.9], None, [0, 1])
+    assert keep.tolist() == [1]
+    # object x 40..90: whole in tile 0, cut at x=60 in tile 1 -> the whole box wins even with a lower score
+    keep, boxes = _merge([[40, 10, 90, 30], [60, 10, 90, 30]], [0.6, 0.95], None, [0, 1])
+    assert keep.tolist() == [0]
+    np.testing.assert_allclose(boxes, [[40, 10, 90, 30]])
+
+
+def test_object_wider_than_overlap_is_joined_from_its_parts():
+    # object x 30..130: cut in both tiles (tile 0 ends at 100, tile 1 starts at 60)
+    keep, boxes = _merge([[30, 10, 100, 30], [60, 11, 130, 30]], [0.7, 0.8], None, [0, 1])
+    assert keep.tolist() == [1]
+    np.testing.assert_allclose(boxes, [[30, 10, 130, 30]])
+
+
+def test_distinct_objects_are_not_merged():
+    # different objects near the seam (different rows) and a same-row pair that do not agree in the overlap
+    boxes = [[70, 10, 99, 20], [70, 50, 99, 60], [75, 80, 100, 95], [60, 80, 72, 95]]
+    keep, _ = _merge(boxes, [0.9, 0.8, 0.7, 0.6], None, [0, 1, 0, 1])
+    assert sorted(keep.tolist()) == [0, 1, 2, 3]
+
+
+def test_class_aware_merge_keeps_different_classes():
+    boxes = [[40, 10, 90, 30], [60, 10, 90, 30]]
+    keep, _ = _merge(boxes, [0.6, 0.95], np.array([0, 1]), [0, 1])
+    assert sorted(keep.tolist()) == [0, 1]
+    keep, _ = _merge(boxes, [0.6, 0.95], np.array([1, 1]), [0, 1])
+    assert keep.tolist() == [0]
+
+
+def test_partial_box_inside_full_box_is_removed():
+    # the partial box in tile 1 is too poor to match in the overlap (IoU there < 0.5) but lies inside the full box
+    keep, _ = _merge([[20, 10, 90, 40], [60, 15, 80, 25]], [0.6, 0.9], None, [0, 1])
+    assert keep.tolist() == [0]
+
+
+def test_object_at_tile_corner_seen_by_four_tiles_is_one_box():
+    tiles = tile_boxes(160, 160, tile=100, overlap=40)  # starts 0 and 60 on both axes
+    assert len(tiles) == 4
+    obj = np.array([40, 45, 120, 110], np.float32)
+    parts, idx = [], []
+    for t, (x0, y0, x1, y1) in enumerate(tiles):
+        parts.append([max(obj[0], x0), max(obj[1], y0), min(obj[2], x1), min(obj[3], y1)])
+        idx.append(t)
+    keep, boxes = _merge(parts, [0.5, 0.6, 0.7, 0.8], None, idx, tiles=tiles)
+    assert keep.tolist() == [3]
+    np.testing.assert_allclose(boxes, [obj])
+
+
+def test_merge_empty_and_errors():
+    keep, boxes = _merge(np.zeros((0, 4)), np.zeros(0), None, np.zeros(0, np.int64))
+    assert keep.shape == (0,) and boxes.shape == (0, 4)
+    with pytest.raises(ValueError):
+        _merge([[0, 0, 1, 1]], [0.5, 0.6], None, [0])
+    with pytest.raises(ValueError):
+        _merge([[0, 0, 1, 1]], [0.5], None, [5])
+
+
+def test_merge_does_not_modify_inputs():
+    boxes = np.array([[30, 10, 100, 30], [60, 11, 130, 30]], np.float32)
+    before = boxes.copy()
+    merge_tile_detections(boxes, np.array([0.7, 0.8]), None, np.array([0, 1]), TILES, iou_threshold=0.5,
+                          edge_margin_px=2.0)
+    np.testing.assert_array_equal(boxes, before)
