@@ -1,0 +1,364 @@
+"""Scene composition: how many of what, where, in which order, and who owns which pixel.
+
+:func:`sample_scene` draws per-image scene numbers for a difficulty; :func:`compose` renders the float32 (H, W)
+transmission image (1.0 = clear medium) and an int32 (H, W) *owner map*: pixel value k > 0 belongs to counted object
+k (crystal or agglomerate), k < 0 to ignored object -k, 0 to the background. Counted objects overwrite every owner
+(a crystal drawn later hides the earlier one's pixels: visible masks stay consistent with the picture), ignored
+objects only take pixels that no counted object owns. Draw order: smudges, out-of-focus crystals behind the focal
+plane, bubbles, edge debris, in-focus crystals and agglomerates, dust, out-of-focus crystals in front, fibres,
+scratches.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from detection.synthetic import artefacts
+from detection.synthetic.looks import LOOK_STYLES, inradius, paint_crystal, sample_look
+from detection.synthetic.shapes import SHAPE_KINDS, crystal_polygon
+
+#: Ranges per difficulty. Densities are objects per megapixel (log-uniform between the bounds).
+_RANGES: dict[str, dict] = {
+    "easy": dict(crystals=(3.0, 40.0), agg=(0.0, 0.04), ecd_med=(18.0, 60.0), ecd_sigma=(0.3, 0.55), cover=0.15,
+                 contrast=(0.8, 1.45), touch=(0.0, 0.08), overlap=0.0, oof=(4.0, 40.0), oof_sigma=(3.0, 22.0),
+                 bubbles=(0.1, 2.0), dust=(2.0, 40.0), fibres=(0.05, 0.6), scratches=(0.05, 0.8),
+                 smudges=(0.1, 1.5), debris=(0.1, 1.0), styles=(7.0, 2.5, 0.3, 0.5), tilt=0.6),
+    "medium": dict(crystals=(5.0, 150.0), agg=(0.02, 0.12), ecd_med=(14.0, 70.0), ecd_sigma=(0.35, 0.7), cover=0.3,
+                   contrast=(0.7, 1.4), touch=(0.03, 0.25), overlap=0.15, oof=(10.0, 110.0), oof_sigma=(2.2, 26.0),
+                   bubbles=(0.2, 6.0), dust=(10.0, 150.0), fibres=(0.1, 2.0), scratches=(0.1, 2.0),
+                   smudges=(0.2, 4.0), debris=(0.2, 2.0), styles=(5.0, 2.5, 1.0, 1.0), tilt=0.9),
+    "hard": dict(crystals=(15.0, 520.0), agg=(0.05, 0.22), ecd_med=(10.0, 80.0), ecd_sigma=(0.4, 0.85), cover=0.42,
+                 contrast=(0.35, 1.25), touch=(0.1, 0.4), overlap=0.3, oof=(20.0, 180.0), oof_sigma=(2.0, 32.0),
+                 bubbles=(0.5, 12.0), dust=(40.0, 400.0), fibres=(0.3, 5.0), scratches=(0.2, 3.0),
+                 smudges=(1.0, 6.0), debris=(0.3, 3.0), styles=(4.0, 2.0, 1.5, 1.0), tilt=1.1),
+}
+_SHAPE_CONCENTRATION = (2.0, 1.5, 1.5, 0.8, 1.0, 1.0)  # aligned with SHAPE_KINDS
+MIN_ECD_PX = 8.0
+
+
+@dataclass(frozen=True)
+class SceneParams:
+    """Per-image scene numbers (densities per megapixel, sizes in pixels)."""
+
+    difficulty: str
+    crystals_per_mp: float
+    agglomerate_frac: float
+    ecd_median_px: float
+    ecd_sigma: float  # sigma of ln(ECD)
+    max_cover: float  # cap on the expected area fraction covered by counted objects
+    shape_weights: tuple[float, ...]  # aligned with SHAPE_KINDS
+    style_weights: tuple[float, ...]  # aligned with LOOK_STYLES
+    contrast: tuple[float, float]
+    tilt_max_rad: float
+    touch_frac: float
+    overlap_prob: float
+    oof_per_mp: float
+    oof_sigma_px: tuple[float, float]
+    bubbles_per_mp: float
+    dust_per_mp: float
+    fibres_per_mp: float
+    scratches_per_mp: float
+    smudges_per_mp: float
+    debris_per_mp: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+
+
+def sample_scene(difficulty: str, rng: np.random.Generator) -> SceneParams:
+    """Random scene numbers for ``difficulty`` 'easy' | 'medium' | 'hard' (validated by the caller)."""
+    r = _RANGES[difficulty]
+    lu = lambda key: _log_uniform(rng, *r[key])  # noqa: E731
+    c_lo = rng.uniform(*r["contrast"])
+    c_hi = min(r["contrast"][1], c_lo + rng.uniform(0.1, 0.6))
+    return SceneParams(
+        difficulty=difficulty, crystals_per_mp=lu("crystals"), agglomerate_frac=float(rng.uniform(*r["agg"])),
+        ecd_median_px=lu("ecd_med"), ecd_sigma=float(rng.uniform(*r["ecd_sigma"])), max_cover=r["cover"],
+        shape_weights=tuple(float(x) for x in rng.dirichlet(_SHAPE_CONCENTRATION)),
+        style_weights=tuple(float(x) for x in rng.dirichlet(r["styles"])),
+        contrast=(float(c_lo), float(c_hi)), tilt_max_rad=r["tilt"], touch_frac=float(rng.uniform(*r["touch"])),
+        overlap_prob=r["overlap"], oof_per_mp=lu("oof"), oof_sigma_px=r["oof_sigma"], bubbles_per_mp=lu("bubbles"),
+        dust_per_mp=lu("dust"), fibres_per_mp=lu("fibres"), scratches_per_mp=lu("scratches"),
+        smudges_per_mp=lu("smudges"), debris_per_mp=lu("debris"))
+
+
+@dataclass
+class ObjectRecord:
+    """One rendered object before truth extraction. ``oid`` > 0 counted, < 0 ignored (the owner-map value)."""
+
+    oid: int
+    kind: str  # 'crystal' | 'agglomerate' | one of the ignored kinds
+    truncated: bool
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Counted:
+    centre: np.ndarray  # (2,)
+    poly: np.ndarray  # (K, 2) outline relative to centre (convex hull for agglomerates)
+    area: float  # pixels it still owns (approx.)
+
+
+class _Canvas:
+    def __init__(self, width: int, height: int) -> None:
+        self.w, self.h = width, height
+        self.t_all = np.ones((height, width), np.float32)  # everything
+        self.t_nc = np.ones((height, width), np.float32)  # everything except counted objects
+        self.owner = np.zeros((height, width), np.int32)
+        self.records: list[ObjectRecord] = []
+        self.counted: dict[int, _Counted] = {}
+        self._next_counted, self._next_ignored = 1, -1
+
+    def clip(self, x0: int, y0: int, h: int, w: int) -> tuple[slice, slice, slice, slice] | None:
+        """Image and crop slices of a crop at (x0, y0) of shape (h, w); None when it misses the image."""
+        ix0, iy0 = max(0, x0), max(0, y0)
+        ix1, iy1 = min(self.w, x0 + w), min(self.h, y0 + h)
+        if ix1 <= ix0 or iy1 <= iy0:
+            return None
+        return (slice(iy0, iy1), slice(ix0, ix1), slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0))
+
+    def add_ignored(self, layer: artefacts.Layer, kind: str, **extra) -> None:
+        h, w = layer.factor.shape
+        sl = self.clip(layer.x0, layer.y0, h, w)
+        if sl is None:
+            return
+        iy, ix, cy, cx = sl
+        factor = layer.factor[cy, cx]
+        self.t_all[iy, ix] *= factor
+        self.t_nc[iy, ix] *= factor
+        mask = layer.mask[cy, cx]
+        truncated = int(mask.sum()) < int(layer.mask.sum())
+        oid = self._next_ignored
+        self._next_ignored -= 1
+        own = self.owner[iy, ix]
+        own[mask & (own <= 0)] = oid
+        self.records.append(ObjectRecord(oid, kind, truncated, extra))
+
+    def overlap(self, centre: np.ndarray, poly: np.ndarray) -> dict[int, int]:
+        """Counted owners (id -> pixels) under a rasterised outline placed at ``centre``."""
+        pts = poly + centre
+        x0, y0 = int(math.floor(pts[:, 0].min())), int(math.floor(pts[:, 1].min()))
+        x1, y1 = int(math.ceil(pts[:, 0].max())) + 1, int(math.ceil(pts[:, 1].max())) + 1
+        sl = self.clip(x0, y0, y1 - y0, x1 - x0)
+        if sl is None:
+            return {}
+        iy, ix, cy, cx = sl
+        raster = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        fixed = np.round((pts - [x0 + 0.5, y0 + 0.5]) * 16).astype(np.int32).reshape(-1, 1, 2)
+        cv2.fillPoly(raster, [fixed], 1, lineType=cv2.LINE_8, shift=4)
+        under = self.owner[iy, ix][raster[cy, cx].astype(bool)]
+        ids, counts = np.unique(under[under > 0], return_counts=True)
+        return dict(zip(ids.tolist(), counts.tolist()))
+
+    def add_counted(self, kind: str, centre: np.ndarray, parts: list[tuple[np.ndarray, object]], hull: np.ndarray,
+                    rng: np.random.Generator, *, soft_px: float = 0.0, **extra) -> None:
+        """Paint a crystal (one part) or an agglomerate (several parts, later parts over earlier ones).
+
+        ``soft_px`` blurs this object a little (slightly off the focal plane but still counted); its truth mask stays
+        the sharp outline.
+        """
+        allpts = np.concatenate([p for p, _ in parts]) + centre
+        margin = 6
+        x0, y0 = int(math.floor(allpts[:, 0].min())) - margin, int(math.floor(allpts[:, 1].min())) - margin
+        x1, y1 = int(math.ceil(allpts[:, 0].max())) + margin, int(math.ceil(allpts[:, 1].max())) + margin
+        sl = self.clip(x0, y0, y1 - y0, x1 - x0)
+        if sl is None:
+            return
+        iy, ix, _, _ = sl
+        cx0, cy0 = ix.start, iy.start
+        shape = (iy.stop - iy.start, ix.stop - ix.start)
+        t = np.ones(shape, np.float32)
+        alpha = np.zeros(shape, np.float32)
+        halo = np.ones(shape, np.float32)
+        for i, (poly, look) in enumerate(parts):
+            local = poly + centre - [cx0, cy0]
+            tp, ap, hp = paint_crystal(local, shape, look, rng)
+            if i > 0 and rng.random() < 0.3:  # translucent crossing: both outlines show
+                t *= 1.0 + ap * (tp - 1.0)
+            else:
+                t += (tp - t) * ap
+            alpha = np.maximum(alpha, ap)
+            halo *= hp
+        halo = np.where(alpha > 0, 1.0, halo).astype(np.float32)
+        mask = alpha > 0.5  # the truth is the sharp outline, also when the picture is slightly soft
+        cover, tinted = alpha, alpha * t  # premultiplied, so a slight own blur stays a proper composite
+        if soft_px >= 0.25:
+            cover = cv2.GaussianBlur(cover, (0, 0), soft_px, borderType=cv2.BORDER_REPLICATE)
+            tinted = cv2.GaussianBlur(tinted, (0, 0), soft_px, borderType=cv2.BORDER_REPLICATE)
+            halo = cv2.GaussianBlur(halo, (0, 0), soft_px, borderType=cv2.BORDER_REPLICATE)
+        under_all, under_nc = self.t_all[iy, ix], self.t_nc[iy, ix]
+        self.t_all[iy, ix] = (under_all * (1.0 - cover) + under_nc * tinted) * halo
+        oid = self._next_counted
+        self._next_counted += 1
+        own = self.owner[iy, ix]
+        lost = own[mask]
+        for other, n in zip(*np.unique(lost[lost > 0], return_counts=True)):
+            self.counted[int(other)].area -= int(n)
+        own[mask] = oid
+        truncated = bool(allpts[:, 0].min() < 0 or allpts[:, 1].min() < 0 or allpts[:, 0].max() > self.w
+                         or allpts[:, 1].max() > self.h)
+        self.records.append(ObjectRecord(oid, kind, truncated, extra))
+        self.counted[oid] = _Counted(centre, hull, float(mask.sum()))
+
+
+def _poisson(rng: np.random.Generator, per_mp: float, mp: float) -> int:
+    return int(rng.poisson(per_mp * mp))
+
+
+def _choice(rng: np.random.Generator, names: tuple[str, ...], weights: tuple[float, ...]) -> str:
+    return names[int(rng.choice(len(names), p=np.asarray(weights) / sum(weights)))]
+
+
+def _ecd(rng: np.random.Generator, median: float, sigma: float, max_ecd: float) -> float:
+    return float(np.clip(median * math.exp(rng.normal(0.0, sigma)), MIN_ECD_PX, max_ecd))
+
+
+def _crystal(rng: np.random.Generator, scene: SceneParams, ecd: float, *, style: str | None = None,
+             contrast: float | None = None, angle: float | None = None) -> tuple[np.ndarray, object, str]:
+    kind = _choice(rng, SHAPE_KINDS, scene.shape_weights)
+    tilt = rng.uniform(0, scene.tilt_max_rad) if rng.random() < 0.5 else 0.0
+    poly = crystal_polygon(kind, ecd_px=ecd, angle_rad=rng.uniform(0, 2 * math.pi) if angle is None else angle,
+                           rng=rng, tilt_rad=tilt, perspective=rng.uniform(0, 0.12) if tilt else 0.0)
+    style = style or _choice(rng, LOOK_STYLES, scene.style_weights)
+    contrast = rng.uniform(*scene.contrast) if contrast is None else contrast
+    look = sample_look(style, len(poly), inradius_px=inradius(poly), contrast=contrast, rng=rng)
+    return poly, look, kind
+
+
+def _agglomerate_parts(rng: np.random.Generator, scene: SceneParams, ecd: float) -> list[tuple[np.ndarray, object]]:
+    n = int(rng.integers(2, 7))
+    style = _choice(rng, LOOK_STYLES, scene.style_weights)
+    contrast = rng.uniform(*scene.contrast)
+    base_angle = rng.uniform(0, 2 * math.pi)
+    parallel = rng.random() < 0.5
+    parts: list[tuple[np.ndarray, object]] = []
+    for i in range(n):
+        size = max(MIN_ECD_PX, ecd * rng.uniform(0.45, 0.85))
+        angle = base_angle + (rng.normal(0, 0.2) if parallel else rng.uniform(0, math.pi))
+        poly, look, _ = _crystal(rng, scene, size, style=style, contrast=contrast, angle=angle)
+        if i > 0:
+            anchor = parts[int(rng.integers(0, len(parts)))][0]
+            direction = rng.normal(size=2)
+            direction /= max(1e-9, float(np.linalg.norm(direction)))
+            reach = float((anchor @ direction).max() + (poly @ -direction).max())
+            poly = poly + anchor.mean(axis=0) + direction * reach * rng.uniform(0.35, 0.8)
+        parts.append((poly, look))
+    shift = np.concatenate([p for p, _ in parts]).mean(axis=0)
+    return [(p - shift, look) for p, look in parts]
+
+
+def _touching_centre(canvas: _Canvas, rng: np.random.Generator, poly: np.ndarray) -> np.ndarray | None:
+    """A centre where ``poly`` just touches (0-1 px gap) a random counted object, or None."""
+    if not canvas.counted:
+        return None
+    keys = list(canvas.counted)
+    anchor = canvas.counted[keys[int(rng.integers(0, len(keys)))]]
+    direction = rng.normal(size=2)
+    direction /= max(1e-9, float(np.linalg.norm(direction)))
+    reach = float((anchor.poly @ direction).max() + (poly @ -direction).max())
+    best = None
+    for step in range(0, 16):
+        c = anchor.centre + direction * (reach - step)
+        if canvas.overlap(c, poly):
+            break
+        best = c
+    return best
+
+
+def compose(size: tuple[int, int], scene: SceneParams, rng: np.random.Generator, *,
+            frame_sigma_px: float = 0.0) -> tuple[np.ndarray, np.ndarray, list[ObjectRecord]]:
+    """Render a scene. Returns (transmission float32 (H, W), owner map int32 (H, W), object records).
+
+    ``frame_sigma_px`` is the camera's whole-frame blur: out-of-focus objects get at least 1.5x that on top, so they
+    stay clearly softer than the (equally blurred) in-focus crystals.
+    """
+    w, h = size
+    mp = w * h / 1e6
+    canvas = _Canvas(w, h)
+    max_ecd = max(MIN_ECD_PX + 1, min(0.5 * min(w, h), 360.0))
+    uni = lambda: np.array([rng.uniform(0, w), rng.uniform(0, h)])  # noqa: E731
+
+    for _ in range(_poisson(rng, scene.smudges_per_mp, mp)):
+        canvas.add_ignored(artefacts.smudge_layer(centre=uni(), radius_px=rng.uniform(20, 200), rng=rng), "smudge")
+
+    n_oof = _poisson(rng, scene.oof_per_mp, mp)
+    oof_front = [rng.random() < 0.35 for _ in range(n_oof)]
+
+    def add_oof(front: bool) -> None:
+        ecd = _ecd(rng, scene.ecd_median_px * rng.uniform(0.8, 2.0), scene.ecd_sigma + 0.1, min(max_ecd, 220.0))
+        poly, look, kind = _crystal(rng, scene, ecd, style="bevel" if rng.random() < 0.6 else None,
+                                    contrast=rng.uniform(0.6, 1.3))
+        lo, hi = scene.oof_sigma_px
+        lo = max(lo, 1.5 * frame_sigma_px)
+        sigma = _log_uniform(rng, lo, max(hi, 1.5 * lo))
+        if rng.random() < 0.5:  # most defocused crystals are blobs: blur comparable to their size
+            sigma = max(sigma, ecd * rng.uniform(0.08, 0.35))
+        keep = rng.uniform(0.3, 1.0) * (0.7 if front else 1.0)
+        glow = rng.uniform(-0.08, 0.15) if rng.random() < 0.5 else 0.0
+        layer = artefacts.out_of_focus_layer(poly, look, centre=tuple(uni()), sigma_px=sigma, keep=keep,
+                                             centre_glow=glow, rng=rng)
+        canvas.add_ignored(layer, "out_of_focus", blur_sigma_px=round(sigma, 2), shape=kind)
+
+    for front in oof_front:
+        if not front:
+            add_oof(False)
+    for _ in range(_poisson(rng, scene.bubbles_per_mp, mp)):
+        radius = float(np.clip(12.0 * math.exp(rng.normal(0, 0.6)), 3.0, 90.0))
+        canvas.add_ignored(artefacts.bubble_layer(centre=tuple(uni()), radius_px=radius, rng=rng,
+                                                  contrast=rng.uniform(0.5, 1.0)), "bubble")
+    for _ in range(_poisson(rng, scene.debris_per_mp, mp)):
+        radius = rng.uniform(8.0, 60.0)
+        side = int(rng.integers(0, 4))
+        along = rng.uniform(0, w if side < 2 else h)
+        off = rng.uniform(-0.4, 0.3) * radius
+        centre = [(along, off), (along, h - off), (off, along), (w - off, along)][side]
+        canvas.add_ignored(artefacts.debris_layer(centre=centre, radius_px=radius, rng=rng), "debris")
+
+    mean_area = math.pi / 4 * scene.ecd_median_px ** 2 * math.exp(2 * scene.ecd_sigma ** 2)
+    n_counted = min(_poisson(rng, scene.crystals_per_mp, mp), int(scene.max_cover * w * h / mean_area) + 1)
+    for _ in range(n_counted):
+        ecd = _ecd(rng, scene.ecd_median_px, scene.ecd_sigma, max_ecd)
+        if rng.random() < scene.agglomerate_frac:
+            parts = _agglomerate_parts(rng, scene, ecd * rng.uniform(1.2, 1.8))
+            hull = cv2.convexHull(np.concatenate([p for p, _ in parts]).astype(np.float32)).reshape(-1, 2)
+            kind, extra = "agglomerate", {"n_parts": len(parts)}
+        else:
+            poly, look, shape = _crystal(rng, scene, ecd)
+            parts, hull = [(poly, look)], poly
+            kind, extra = "crystal", {"shape": shape}
+        centre = _touching_centre(canvas, rng, hull) if rng.random() < scene.touch_frac else None
+        for _try in range(6):
+            if centre is None:
+                centre = uni()
+            under = canvas.overlap(centre, hull)
+            if not under:
+                break
+            if rng.random() < scene.overlap_prob and all(
+                    n <= 0.3 * canvas.counted[k].area for k, n in under.items()):
+                break
+            centre = None
+        if centre is None:
+            continue
+        soft = float(rng.uniform(0.3, 1.2)) if rng.random() < 0.3 else 0.0
+        canvas.add_counted(kind, centre, parts, hull, rng, soft_px=soft, **extra)
+
+    for _ in range(_poisson(rng, scene.dust_per_mp, mp)):
+        size_px = float(np.clip(2.5 * math.exp(rng.normal(0, 0.5)), 1.0, 9.0))
+        canvas.add_ignored(artefacts.dust_layer(centre=tuple(uni()), size_px=size_px, rng=rng), "dust")
+    for front in oof_front:
+        if front:
+            add_oof(True)
+    for _ in range(_poisson(rng, scene.fibres_per_mp, mp)):
+        canvas.add_ignored(artefacts.fibre_layer(start=tuple(uni()), length_px=rng.uniform(30, 400), rng=rng),
+                           "fibre")
+    for _ in range(_poisson(rng, scene.scratches_per_mp, mp)):
+        length = rng.uniform(0.2, 1.2) * math.hypot(w, h)
+        canvas.add_ignored(artefacts.scratch_layer(start=tuple(uni()), length_px=length, rng=rng), "scratch")
+    return canvas.t_all, canvas.owner, canvas.records
