@@ -1,0 +1,462 @@
+"""Offline training of the YOLO crystal detector with ultralytics (training venv only, never the app).
+
+Together with :mod:`detection.export` this is the only module that imports torch/ultralytics, and it does so inside
+functions: importing it for its pure helpers (data checks, run records) needs the standard library only.
+
+Run in the training venv (``.venv-train``, ``requirements-train.txt``)::
+
+    python -m detection.train --data DIR/data.yaml --model yolo11n.yaml --imgsz 640 --epochs 30 --batch 16 \\
+        --workers 0 --out runs/NAME [--resume] [--time-hours H] [--device auto] [--seed 0]
+
+Offline by construction: ultralytics is configured (before its import) with ``YOLO_OFFLINE=1``,
+``YOLO_AUTOINSTALL=0``, a project config dir ``.yolo/`` with ``sync`` and all integrations off, a bundled font (else it
+downloads Arial.ttf), a model built from a yaml (no weights download, ``pretrained=False``) and ``amp=False`` (the AMP
+self-check downloads weights on CUDA).
+
+Writes ``OUT/`` (ultralytics' run folder: ``weights/best.pt``, ``weights/last.pt``, ``results.csv``, plots),
+``OUT/data.yaml`` (the checked copy of the data config that training really used, with absolute paths) and
+``OUT/training.json`` (recipe + final validation metrics; read by :mod:`detection.export` for the manifest).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from analysis.errors import CrystalQCError
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Project-controlled ultralytics config dir (git-ignored): settings.json, fonts.
+DEFAULT_CONFIG_DIR = REPO_ROOT / ".yolo"
+#: Bundled freely licensed TrueType font (see detection/fonts/LICENSE.txt).
+FONT_FILE = Path(__file__).resolve().parent / "fonts" / "DejaVuSans.ttf"
+#: The classes of the product; a data config with other names is refused.
+EXPECTED_NAMES: tuple[str, ...] = ("crystal", "agglomerate")
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+RECORD_NAME = "training.json"
+#: Ultralytics integrations switched off in settings (each would log to or upload to a service).
+_INTEGRATIONS = ("clearml", "comet", "dvc", "hub", "mlflow", "neptune", "raytune", "tensorboard", "wandb")
+
+
+class TrainingSetupError(CrystalQCError, ValueError):
+    """Training cannot start: bad data config, missing images, wrong options or an unusable run folder."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pure helpers (standard library only)
+# ---------------------------------------------------------------------------------------------------------------------
+def count_images(folder: Path) -> int:
+    """Number of image files (by suffix, see IMAGE_SUFFIXES) directly in ``folder``; 0 when it does not exist."""
+    if not folder.is_dir():
+        return 0
+    return sum(1 for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _names_tuple(names: object) -> tuple[str, ...]:
+    if isinstance(names, Mapping):
+        keys = list(names)
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in keys) or sorted(keys) != list(
+            range(len(keys))
+        ):
+            raise TrainingSetupError("data.yaml 'names' must map class ids 0..n-1 to names, e.g. {0: crystal}.")
+        return tuple(str(names[i]) for i in range(len(keys)))
+    if isinstance(names, (list, tuple)):
+        return tuple(str(n) for n in names)
+    raise TrainingSetupError("data.yaml lacks 'names' (class names by id, e.g. {0: crystal, 1: agglomerate}).")
+
+
+def check_data_config(raw: Mapping[str, Any], *, yaml_dir: Path) -> dict[str, Any]:
+    """Check a parsed YOLO data config and return a clean copy with absolute paths.
+
+    raw: the parsed data.yaml. Needs 'train' and 'val' (folders of images, relative to 'path'), 'names' equal to
+    EXPECTED_NAMES; 'path' (dataset root) is resolved relative to ``yaml_dir`` (ultralytics would resolve a relative
+    root against the current directory instead). Optional 'test'; optional 'seed' (the generator's seed, recorded).
+    Returns {'path', 'train', 'val', ['test'], 'names': {id: name}, 'nc', 'seed', 'images': {split: count}}.
+    Raises TrainingSetupError for a 'download' key (ultralytics would run it as code), missing keys, other class
+    names, a missing split folder or an empty train/val split.
+    """
+    if not isinstance(raw, Mapping):
+        raise TrainingSetupError("data.yaml must be a mapping with keys path, train, val, names.")
+    if "download" in raw:
+        raise TrainingSetupError(
+            "data.yaml has a 'download' key, which ultralytics would execute as code; remove it (the data must "
+            "already be on disk)."
+        )
+    names = _names_tuple(raw.get("names"))
+    if names != EXPECTED_NAMES:
+        raise TrainingSetupError(f"data.yaml names are {list(names)}; this product trains {list(EXPECTED_NAMES)}.")
+    if "nc" in raw and raw["nc"] != len(names):
+        raise TrainingSetupError(f"data.yaml nc={raw['nc']!r} disagrees with its {len(names)} names.")
+    root = Path(str(raw.get("path") or "."))
+    root = (root if root.is_absolute() else yaml_dir / root).resolve()
+    clean: dict[str, Any] = {"path": str(root)}
+    images: dict[str, int] = {}
+    for split in ("train", "val", "test"):
+        value = raw.get(split)
+        if value is None:
+            if split == "test":
+                continue
+            raise TrainingSetupError(f"data.yaml lacks '{split}:' (a folder of images relative to the dataset root).")
+        if not isinstance(value, str):
+            raise TrainingSetupError(f"data.yaml '{split}:' must be one folder path, got {type(value).__name__}.")
+        folder = (root / value).resolve()
+        if not folder.is_dir():
+            raise TrainingSetupError(f"The {split} image folder {folder} does not exist; generate the data first.")
+        images[split] = count_images(folder)
+        if images[split] == 0 and split != "test":
+            raise TrainingSetupError(f"The {split} image folder {folder} holds no images.")
+        clean[split] = str(folder)
+    seed = raw.get("seed")
+    clean.update(
+        names={i: n for i, n in enumerate(names)},
+        nc=len(names),
+        seed=seed if isinstance(seed, int) and not isinstance(seed, bool) else None,
+        images=images,
+    )
+    return clean
+
+
+def resolve_device(requested: str, *, cuda_available: bool) -> str:
+    """Map the --device option to an ultralytics device string: 'auto' -> '0' with CUDA else 'cpu'.
+
+    Raises TrainingSetupError for a CUDA device when CUDA is not available, or an unknown value.
+    """
+    value = requested.strip().lower()
+    if value == "auto":
+        return "0" if cuda_available else "cpu"
+    if value == "cpu":
+        return "cpu"
+    if value.replace(",", "").isdigit() or value.startswith("cuda"):
+        if not cuda_available:
+            raise TrainingSetupError(f"--device {requested} asks for a GPU but torch sees no CUDA device; use auto.")
+        return value.removeprefix("cuda:")
+    raise TrainingSetupError(f"--device must be auto, cpu or a CUDA index such as 0, got {requested!r}.")
+
+
+def read_record(run_dir: Path) -> dict[str, Any]:
+    """The run record ``run_dir/training.json`` as a dict ({} when absent). Raises TrainingSetupError if unreadable."""
+    path = run_dir / RECORD_NAME
+    if not path.exists():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise TrainingSetupError(f"The run record {path} is unreadable ({e}); delete it or start a new --out.") from e
+    if not isinstance(record, dict):
+        raise TrainingSetupError(f"The run record {path} is not a JSON object; delete it or start a new --out.")
+    return record
+
+
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as indented JSON to ``path`` via a temporary file and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def metrics_from_results(results: Mapping[str, Any]) -> dict[str, float]:
+    """Pick the box metrics from ultralytics' results dict ('metrics/mAP50(B)', ...) -> {'mAP50', ...}.
+
+    Missing keys are left out (never invented).
+    """
+    keys = {
+        "precision": "metrics/precision(B)",
+        "recall": "metrics/recall(B)",
+        "mAP50": "metrics/mAP50(B)",
+        "mAP50_95": "metrics/mAP50-95(B)",
+    }
+    return {ours: round(float(results[theirs]), 5) for ours, theirs in keys.items() if theirs in results}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ultralytics (imported lazily, after the offline set-up)
+# ---------------------------------------------------------------------------------------------------------------------
+def configure_offline(config_dir: Path = DEFAULT_CONFIG_DIR) -> None:
+    """Prepare the process so ultralytics never reaches for the network; call before importing ultralytics.
+
+    Sets YOLO_OFFLINE=1, YOLO_AUTOINSTALL=0, YOLO_CONFIG_DIR=config_dir, removes ULTRALYTICS_API_KEY (no Platform
+    upload), copies the bundled font to config_dir/Ultralytics/Arial.ttf and Arial.Unicode.ttf, then (importing
+    ultralytics) switches settings sync and every integration off. Raises TrainingSetupError if the font is missing.
+    """
+    if not FONT_FILE.is_file():
+        raise TrainingSetupError(f"The bundled font {FONT_FILE} is missing; restore detection/fonts/ from git.")
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_AUTOINSTALL"] = "0"
+    os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
+    os.environ.pop("ULTRALYTICS_API_KEY", None)
+    font_dir = config_dir / "Ultralytics"
+    font_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        target = font_dir / name
+        if not target.exists() or target.stat().st_size != FONT_FILE.stat().st_size:
+            shutil.copyfile(FONT_FILE, target)
+    if "ultralytics" in sys.modules and not sys.modules["ultralytics"].__dict__.get("_crystal_offline"):
+        logger.warning("ultralytics was imported before configure_offline(); its online checks may have run")
+    import ultralytics
+    from ultralytics import settings
+
+    ultralytics._crystal_offline = True  # type: ignore[attr-defined]
+    wanted: dict[str, Any] = {"sync": False, "api_key": "", "weights_dir": str(config_dir / "weights")}
+    wanted.update({k: False for k in _INTEGRATIONS if k in settings})
+    if any(settings.get(k) != v for k, v in wanted.items()):
+        settings.update(wanted)
+
+
+def _load_yaml(path: Path) -> Any:
+    import yaml  # training venv only (ultralytics depends on PyYAML)
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise TrainingSetupError(f"Cannot read the data config {path}: {e}") from e
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import torchvision
+    import ultralytics
+
+    return {
+        "ultralytics": ultralytics.__version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _device_description(device: str) -> str:
+    import torch
+
+    if device == "cpu":
+        cpu = platform.processor() or platform.machine()
+        return f"cpu ({cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    return f"cuda:{device} ({torch.cuda.get_device_name(int(device.split(',')[0]))})"
+
+
+def _final_metrics(trainer: Any) -> dict[str, Any]:
+    results = getattr(trainer, "metrics", None) or {}
+    metrics: dict[str, Any] = metrics_from_results(results)
+    validator_metrics = getattr(getattr(trainer, "validator", None), "metrics", None)
+    box = getattr(validator_metrics, "box", None)
+    if box is not None and getattr(box, "ap_class_index", None) is not None:
+        names = trainer.data["names"]
+        per_class = {}
+        for i, cls in enumerate(box.ap_class_index):
+            per_class[names[int(cls)]] = {
+                "precision": round(float(box.p[i]), 5),
+                "recall": round(float(box.r[i]), 5),
+                "mAP50": round(float(box.ap50[i]), 5),
+                "mAP50_95": round(float(box.ap[i]), 5),
+            }
+        metrics["per_class"] = per_class
+    metrics["split"] = "val"
+    metrics["weights"] = "best.pt"
+    return metrics
+
+
+def _checkpoint_finished(last_pt: Path) -> bool:
+    import torch
+
+    ckpt = torch.load(last_pt, map_location="cpu", weights_only=False)
+    return ckpt.get("epoch", -1) == -1 or ckpt.get("optimizer") is None
+
+
+def train(
+    data_yaml: Path,
+    *,
+    out: Path,
+    model_yaml: str = "yolo11n.yaml",
+    imgsz: int = 640,
+    epochs: int = 30,
+    batch: int = 16,
+    workers: int = 0,
+    device: str = "auto",
+    seed: int = 0,
+    time_hours: float | None = None,
+    resume: bool = False,
+    patience: int = 100,
+    threads: int | None = None,
+    data_seed: int | None = None,
+    config_dir: Path = DEFAULT_CONFIG_DIR,
+) -> dict[str, Any]:
+    """Train (or resume) a YOLO detect model from scratch on ``data_yaml`` into the run folder ``out``.
+
+    Deterministic for a given seed and device (ultralytics ``seed``, ``deterministic=True``). With ``resume`` the
+    run continues from ``out/weights/last.pt`` with the options stored in it. ``time_hours`` caps the wall time
+    (ultralytics then fits the learning-rate schedule to the time instead of ``epochs``). ``threads`` sets the torch
+    CPU threads (ultralytics alone uses cpu_count - 1, i.e. 1 on a 2-core machine); None keeps ultralytics' choice.
+    ``data_seed`` (the generator seed of the data set) is only recorded; without it a 'seed' key of data.yaml is.
+    Returns the run record (also written to ``out/training.json``).
+    Raises TrainingSetupError for bad data/options, a finished run given --resume, or an existing run without it.
+    """
+    out = out.resolve()
+    last_pt = out / "weights" / "last.pt"
+    if imgsz % 32 or not 32 <= imgsz <= 2048:
+        raise TrainingSetupError(f"--imgsz must be a multiple of 32 between 32 and 2048, got {imgsz}.")
+    if epochs < 1 or batch < 1 or workers < 0 or (threads is not None and threads < 1):
+        raise TrainingSetupError("--epochs, --batch and --threads must be at least 1 and --workers at least 0.")
+    if resume and not last_pt.is_file():
+        raise TrainingSetupError(f"--resume: no checkpoint {last_pt}; start without --resume.")
+    if not resume and last_pt.exists():
+        raise TrainingSetupError(f"{out} already holds a run; add --resume to continue it or choose another --out.")
+
+    configure_offline(config_dir)
+    import torch
+    from ultralytics import YOLO
+
+    dev = resolve_device(device, cuda_available=torch.cuda.is_available())
+    if threads is not None:
+        import ultralytics.utils.torch_utils as torch_utils
+
+        # select_device() resets torch's CPU threads to this module constant on every train/val.
+        torch_utils.NUM_THREADS = threads
+        torch.set_num_threads(threads)
+    record = read_record(out) if resume else {}
+    if resume:
+        if _checkpoint_finished(last_pt):
+            raise TrainingSetupError(f"The run {out} is finished (last.pt has no optimizer state); nothing to resume.")
+        if not record:
+            logger.warning("%s has no %s; the recipe in the new record will be incomplete", out, RECORD_NAME)
+        logger.info("Resuming %s from %s", out, last_pt)
+        model = YOLO(str(last_pt))
+        kwargs: dict[str, Any] = {"resume": str(last_pt), "device": dev, "workers": workers}
+    else:
+        data_yaml = data_yaml.resolve()
+        data = check_data_config(_load_yaml(data_yaml), yaml_dir=data_yaml.parent)
+        out.mkdir(parents=True, exist_ok=True)
+        clean_yaml = out / "data.yaml"
+        # JSON is valid YAML; ultralytics reads it with its YAML loader.
+        used = {k: data[k] for k in ("path", "train", "val", "test", "nc") if k in data}
+        write_json_atomic(clean_yaml, {**used, "names": list(data["names"].values())})  # JSON keys would be str
+        record = {
+            "model_yaml": model_yaml,
+            "imgsz": imgsz,
+            "epochs": epochs,
+            "batch": batch,
+            "seed": seed,
+            "time_hours": time_hours,
+            "data": {"yaml": str(data_yaml), "used_yaml": str(clean_yaml), "images": data["images"],
+                     "seed": data_seed if data_seed is not None else data["seed"]},
+        }
+        model = YOLO(model_yaml, task="detect")
+        kwargs = {
+            "data": str(clean_yaml),
+            "epochs": epochs,
+            "imgsz": imgsz,
+            "batch": batch,
+            "workers": workers,
+            "device": dev,
+            "project": str(out.parent),
+            "name": out.name,
+            "exist_ok": True,
+            "pretrained": False,
+            "amp": False,
+            "seed": seed,
+            "deterministic": True,
+            "patience": patience,
+            "plots": True,
+            "verbose": True,
+        }
+        if time_hours is not None:
+            kwargs["time"] = float(time_hours)
+
+    record.update(run_dir=str(out), versions=_versions(), status="running")
+    session: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "device": _device_description(dev),
+        "resume": resume,
+        "wall_s": 0.0,
+        "epochs_done": None,
+    }
+    record["sessions"] = [*record.get("sessions", []), session]
+    t0 = time.perf_counter()
+
+    def save_progress(trainer: Any) -> None:
+        # After every checkpoint save, so a killed run keeps its recipe and elapsed time for --resume and the manifest.
+        session["wall_s"] = round(time.perf_counter() - t0, 1)
+        session["epochs_done"] = int(trainer.epoch) + 1
+        record.update(
+            epochs_completed=session["epochs_done"],
+            epochs_planned=int(trainer.epochs),
+            wall_s_total=round(sum(s.get("wall_s") or 0.0 for s in record["sessions"]), 1),
+            device=session["device"],
+        )
+        write_json_atomic(out / RECORD_NAME, record)
+
+    model.add_callback("on_model_save", save_progress)
+    write_json_atomic(out / RECORD_NAME, record)
+    model.train(**kwargs)
+    trainer = model.trainer
+    session["wall_s"] = round(time.perf_counter() - t0, 1)
+    record.update(
+        wall_s_total=round(sum(s.get("wall_s") or 0.0 for s in record["sessions"]), 1),
+        metrics=_final_metrics(trainer),
+        best=str(out / "weights" / "best.pt"),
+        status="finished",
+    )
+    write_json_atomic(out / RECORD_NAME, record)
+    logger.info("Training done: %s", json.dumps(record["metrics"]))
+    return record
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m detection.train", description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, help="DIR/data.yaml in YOLO layout (not needed with --resume)")
+    p.add_argument("--model", default="yolo11n.yaml", help="ultralytics model yaml (built from scratch)")
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--workers", type=int, default=0, help="data loader processes (ultralytics uses 0 on CPU)")
+    p.add_argument("--out", type=Path, required=True, help="run folder, e.g. runs/crystal-yolo11n")
+    p.add_argument("--resume", action="store_true", help="continue OUT/weights/last.pt")
+    p.add_argument("--time-hours", type=float, default=None, help="stop after this many hours (fits the schedule)")
+    p.add_argument("--device", default="auto", help="auto (GPU when available), cpu, or a CUDA index")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=100, help="early stop after this many epochs without gain")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: ultralytics' cores - 1)")
+    p.add_argument("--data-seed", type=int, default=None, help="generator seed of the data set, recorded only")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.data is None and not args.resume:
+        print("error: --data is required unless --resume", file=sys.stderr)
+        return 2
+    try:
+        record = train(
+            args.data or Path("."),
+            out=args.out,
+            model_yaml=args.model,
+            imgsz=args.imgsz,
+            epochs=args.epochs,
+            batch=args.batch,
+            workers=args.workers,
+            device=args.device,
+            seed=args.seed,
+            time_hours=args.time_hours,
+            resume=args.resume,
+            patience=args.patience,
+            threads=args.threads,
+            data_seed=args.data_seed,
+        )
+    except CrystalQCError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"run": record["run_dir"], "metrics": record["metrics"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
