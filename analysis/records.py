@@ -47,8 +47,8 @@ class Particle:
     Shape factors (ISO 9276-6 style): ``ecd_px`` = sqrt(4 area / pi); ``feret_max_px``/``feret_min_px`` = largest and
     smallest caliper width of the convex hull; ``aspect_ratio`` = feret_min / feret_max (0..1];
     ``circularity`` = 4 pi area / perimeter^2 (1 for a disk); ``solidity`` = area / convex hull area.
-    ``focus_score`` is the mean gradient magnitude across the particle outline, relative to the local background
-    (higher = sharper). ``excluded_reason`` is None for counted particles.
+    ``focus_score`` is the particle's ECD divided by the 10-90 % width of its outline edge (dimensionless, about
+    2-20; higher = sharper; see ``analysis.focus``). ``excluded_reason`` is None for counted particles.
     """
 
     particle_id: int
