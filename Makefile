@@ -6,7 +6,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
 
-.PHONY: run test bench train clean-venv
+.PHONY: run test bench train evaluate clean-venv
+
+# Training lives in its own venv (torch + ultralytics, several GB); the app never needs it. See docs/training.md.
+TRAIN_VENV := .venv-train
+TRAIN_PY   := $(TRAIN_VENV)/bin/python
+DATA_DIR   ?= data/synth320
+DATA_SEED  ?= 1
+N_IMAGES   ?= 6000
+TRAIN_HOURS ?= 1.1
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +37,26 @@ test: $(VENV)/.dev-stamp
 
 bench: $(VENV)/.dev-stamp
 	$(PY) bench/bench_pipeline.py
+	$(PY) bench/bench_denoise.py
+	$(PY) bench/bench_synthetic.py
+	$(PY) bench/bench_vault.py
+
+evaluate: $(VENV)/.dev-stamp
+	$(PY) -m detection.evaluate --detector classical --detector auto --synthetic 10
+
+$(TRAIN_VENV)/.stamp: requirements-train.txt
+	$(PYTHON) -m venv $(TRAIN_VENV)
+	$(TRAIN_PY) -m pip install --quiet -r requirements-train.txt
+	touch $@
+
+# Render the training set (320x320 crops at native pixel scale), train (time-boxed, resumable), export to weights/.
+train: $(TRAIN_VENV)/.stamp
+	test -f $(DATA_DIR)/data.yaml || $(TRAIN_PY) -m detection.synthetic --out $(DATA_DIR) --n $(N_IMAGES) \
+		--seed $(DATA_SEED) --size 320x320 --difficulty mixed --format mixed --split 0.92,0.08,0.0 --workers 2
+	$(TRAIN_PY) -m detection.train --data $(DATA_DIR)/data.yaml --model yolo11n.yaml --imgsz 320 --epochs 30 \
+		--batch 16 --workers 1 --out runs/crystal-yolo11n --data-seed $(DATA_SEED) --time-hours $(TRAIN_HOURS)
+	$(TRAIN_PY) -m detection.export --weights runs/crystal-yolo11n/weights/best.pt --out weights/crystal-yolo11n \
+		--name crystal-yolo11n --version 1.0.0 --imgsz 640
 
 clean-venv:
 	rm -rf $(VENV)

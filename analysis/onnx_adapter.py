@@ -1,0 +1,69 @@
+"""Adapter from the ONNX detector (detection.onnx_detector) to the pipeline's Detector protocol.
+
+Boxes from the model are refined to masks by the classical segmentation inside each box
+(``analysis.segment.refine_mask``), so every measurement comes from a mask. Imported lazily: only a pipeline that
+actually uses a model pays for importing onnxruntime.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from analysis.errors import DetectorUnavailableError
+from analysis.records import Detection
+from analysis.segment import refine_mask
+from detection.onnx_detector import OnnxDetector, OnnxDetectorOptions
+
+log = logging.getLogger(__name__)
+
+#: Largest model file we load (the shipped yolo11n is ~10 MB).
+MAX_MODEL_BYTES = 200 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class OnnxPipelineDetector:
+    """A loaded ONNX model plus the thresholds to run it with (stateless, shareable across sessions)."""
+
+    model: OnnxDetector
+    options: OnnxDetectorOptions = field(default_factory=OnnxDetectorOptions)
+
+    @property
+    def label(self) -> str:
+        return self.model.label
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        return self.model.detect(image, options=self.options, refine=refine_mask)
+
+
+def load_onnx_detector(path: Path, *, options: OnnxDetectorOptions | None = None,
+                       threads: int | None = None) -> OnnxPipelineDetector:
+    """Load ``model.onnx`` (and the ``manifest.json`` beside it, when present, for name and version).
+
+    Raises DetectorUnavailableError when the file is missing/unreadable/too large, ModelPackageError when it is
+    not a usable YOLO detector.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise DetectorUnavailableError(f"model file {path} is {size / 2**20:.0f} MB; the limit is "
+                                           f"{MAX_MODEL_BYTES / 2**20:.0f} MB")
+        data = path.read_bytes()
+    except OSError as e:
+        raise DetectorUnavailableError(f"cannot read the model file {path}: {e.strerror or e}") from e
+    name, version = path.parent.name, ""
+    manifest = path.parent / "manifest.json"
+    if manifest.is_file():
+        try:
+            info = json.loads(manifest.read_text(encoding="utf-8"))
+            name, version = str(info.get("name", name))[:80], str(info.get("version", ""))[:40]
+        except (OSError, ValueError, AttributeError) as e:
+            log.warning("ignoring unreadable manifest %s: %s", manifest, e)
+    threads = threads or max(1, min(4, os.cpu_count() or 1))
+    model = OnnxDetector(data, threads=threads, name=name, version=version)  # raises ModelPackageError
+    return OnnxPipelineDetector(model=model, options=options or OnnxDetectorOptions())

@@ -1,0 +1,159 @@
+"""Image -> ImageResult: the one path every front end (CLI, app, benchmarks) goes through.
+
+    bytes --io.load_image--> float32 (H, W) --preprocess.clean_image--> cleaned
+          --detector.detect--> detections --exclude.apply_exclusions--> detections with reasons
+          --measure.measure_particles--> particles --> ImageResult (stats/report derive the rest)
+
+Detectors are small stateless objects with a ``label`` and ``detect(cleaned) -> list[Detection]``; they are chosen
+by :func:`make_detector` ("auto" = the shipped ONNX model when present, else the classical detector).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from analysis.errors import CrystalQCError, DetectorUnavailableError
+from analysis.exclude import ExclusionOptions, apply_exclusions
+from analysis.io import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image
+from analysis.measure import measure_particles
+from analysis.preprocess import CleaningOptions, clean_image
+from analysis.records import Detection, ImageMeta, ImageResult
+from analysis.segment import ClassicalOptions, detect_classical
+
+log = logging.getLogger(__name__)
+
+#: Where shipped model packages live (one folder per model: model.onnx + manifest.json).
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+DETECTOR_CHOICES: tuple[str, ...] = ("auto", "onnx", "classical")
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Everything that changes a result. Defaults need no configuration."""
+
+    pixel_size_um: float | None = None
+    include_border: bool = False
+    cleaning: CleaningOptions = field(default_factory=CleaningOptions)
+    classical: ClassicalOptions = field(default_factory=ClassicalOptions)
+    exclusion: ExclusionOptions = field(default_factory=ExclusionOptions)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    def __post_init__(self) -> None:
+        if self.pixel_size_um is not None and not (0 < self.pixel_size_um < 1e4):
+            raise ValueError(f"pixel size must be a positive number of µm per pixel, got {self.pixel_size_um!r}")
+
+
+class Detector(Protocol):
+    """A detector turns a cleaned image into detections (countable and mimics)."""
+
+    @property
+    def label(self) -> str: ...
+
+    def detect(self, image: np.ndarray) -> list[Detection]: ...
+
+
+@dataclass(frozen=True)
+class ClassicalDetector:
+    """The classical (no neural network) detector: baseline, fallback and reference."""
+
+    options: ClassicalOptions = field(default_factory=ClassicalOptions)
+
+    @property
+    def label(self) -> str:
+        return "classical"
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        return detect_classical(image, options=self.options)
+
+
+def find_shipped_model(weights_dir: Path = WEIGHTS_DIR) -> Path | None:
+    """Return the first ``weights/<name>/model.onnx`` (sorted by name), or None when no model is shipped."""
+    if not weights_dir.is_dir():
+        return None
+    models = sorted(weights_dir.glob("*/model.onnx"))
+    return models[0] if models else None
+
+
+def make_detector(kind: str = "auto", *, model_path: Path | None = None,
+                  options: AnalysisOptions | None = None) -> Detector:
+    """Build a detector by name.
+
+    kind: "classical", "onnx" (needs ``model_path`` or a shipped model) or "auto" (ONNX when a model is available,
+    else classical). Raises DetectorUnavailableError when "onnx" is asked for and no model can be loaded.
+    """
+    options = options or AnalysisOptions()
+    if kind not in DETECTOR_CHOICES:
+        raise DetectorUnavailableError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTOR_CHOICES)}")
+    if kind == "classical":
+        return ClassicalDetector(options.classical)
+    path = model_path or find_shipped_model()
+    if path is None:
+        if kind == "onnx":
+            raise DetectorUnavailableError("no ONNX model found: pass --model FILE or install one in weights/")
+        return ClassicalDetector(options.classical)
+    from analysis.onnx_adapter import load_onnx_detector  # imports onnxruntime only when needed
+
+    return load_onnx_detector(Path(path))
+
+
+def analyze_image(image: np.ndarray, *, name: str, meta: ImageMeta, detector: Detector,
+                  options: AnalysisOptions | None = None, keep_cleaned: bool = True) -> ImageResult:
+    """Analyse one decoded image (float32 (H, W) in [0, 1]); returns a new ImageResult."""
+    options = options or AnalysisOptions()
+    start = time.perf_counter()
+    cleaned = clean_image(image, options=options.cleaning)
+    detections = detector.detect(cleaned)
+    detections = apply_exclusions(cleaned, detections, options=options.exclusion)
+    particles = measure_particles(cleaned, detections)
+    seconds = time.perf_counter() - start
+    log.info("%s: %d objects in %.2f s (%s)", name, len(particles), seconds, detector.label)
+    return ImageResult(
+        name=name, meta=meta, particles=tuple(particles), pixel_size_um=options.pixel_size_um,
+        include_border=options.include_border, detector=detector.label, seconds=seconds,
+        cleaned=cleaned if keep_cleaned else None,
+    )
+
+
+def analyze_bytes(data: bytes, *, name: str, detector: Detector, options: AnalysisOptions | None = None,
+                  keep_cleaned: bool = True) -> ImageResult:
+    """Load untrusted image bytes safely, then analyse. Raises InvalidImageError (and subclasses) on bad input."""
+    options = options or AnalysisOptions()
+    start = time.perf_counter()
+    image, meta = load_image(data, name=name, max_pixels=options.max_pixels, max_bytes=options.max_bytes)
+    result = analyze_image(image, name=name, meta=meta, detector=detector, options=options,
+                           keep_cleaned=keep_cleaned)
+    total = time.perf_counter() - start
+    return dataclasses.replace(result, seconds=total)
+
+
+def analyze_many(items: Sequence[tuple[str, Callable[[], bytes]]], *, detector: Detector,
+                 options: AnalysisOptions | None = None, keep_cleaned: bool = False,
+                 progress: Callable[[int, int, str], None] | None = None,
+                 ) -> tuple[list[ImageResult], list[tuple[str, str]]]:
+    """Analyse several images one at a time; a bad one is reported by name and skipped.
+
+    items: (name, read) pairs; ``read()`` returns the file's bytes (so only one image is in memory at a time).
+    progress: optional callback ``progress(done, total, name)`` after each image.
+    Returns (results, failures) where failures are (name, message) pairs with a message a technician can act on.
+    """
+    results: list[ImageResult] = []
+    failures: list[tuple[str, str]] = []
+    for i, (name, read) in enumerate(items):
+        try:
+            results.append(analyze_bytes(read(), name=name, detector=detector, options=options,
+                                         keep_cleaned=keep_cleaned))
+        except CrystalQCError as e:
+            failures.append((name, str(e)))
+        except OSError as e:
+            failures.append((name, f"cannot read the file: {e.strerror or e}"))
+        if progress is not None:
+            progress(i + 1, len(items), name)
+    return results, failures

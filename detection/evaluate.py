@@ -1,0 +1,214 @@
+"""Accuracy of a detector on labelled images: rendered held-out sets and the real labelled tiles.
+
+    python -m detection.evaluate [--detector classical|onnx|auto ...] [--model FILE]
+                                 [--synthetic N] [--seed S] [--difficulty easy,medium,hard] [--size WxH]
+                                 [--real DIR] [--iou 0.5] [--real-iou 0.3]
+
+Every detector named with --detector is run on the same images in the same run, so rows compare directly.
+Metrics (all class-agnostic except class accuracy):
+- count accuracy: mean over images of max(0, 1 - |pred - true| / true)
+- precision / recall / F1 with one-to-one box matching at the IoU threshold
+- mAP50: average precision at IoU 0.5, predictions ranked by confidence (all-point interpolation)
+- class accuracy: share of matched objects whose class (crystal / agglomerate) is right (rendered sets only)
+- D50 error: mean over images of |D50_pred - D50_true| / D50_true (number-weighted ECD from masks)
+Border-touching objects are counted here, because the truth labels include them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from analysis.pipeline import AnalysisOptions, Detector, analyze_bytes, make_detector
+from analysis.records import COUNTED_CLASSES, ImageResult
+from detection.metrics import box_iou, match_boxes, score_detections
+
+#: Seeds at or above this are never used for training data (documented in the README's training section).
+HELD_OUT_SEED_BASE = 900_000
+
+
+@dataclass(frozen=True, eq=False)
+class LabelledImage:
+    """One evaluation image: encoded bytes and its counted truth objects."""
+
+    name: str
+    data: bytes
+    boxes: np.ndarray  # float (N, 4) xyxy
+    classes: tuple[str, ...]  # 'crystal' / 'agglomerate'
+    ecd_px: np.ndarray  # (N,)
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    detector: str
+    set_name: str
+    n_images: int
+    iou_threshold: float
+    count_accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    map50: float
+    class_accuracy: float
+    d50_error: float
+    median_seconds: float
+
+
+def real_set(folder: Path) -> list[LabelledImage]:
+    """The labelled real tiles (``truth.json`` + JPEGs); every labelled object counts as a crystal."""
+    truth = json.loads((folder / "truth.json").read_text(encoding="utf-8"))
+    items = []
+    for name in sorted(truth):
+        objs = truth[name]
+        items.append(LabelledImage(
+            name=name, data=(folder / name).read_bytes(),
+            boxes=np.array([o["bbox"] for o in objs], float).reshape(-1, 4),
+            classes=tuple("crystal" for _ in objs),
+            ecd_px=np.array([o["ecd_px"] for o in objs], float)))
+    return items
+
+
+def synthetic_set(n: int, *, seed: int, difficulty: str, size: tuple[int, int]) -> Iterator[LabelledImage]:
+    """Render ``n`` images (seeds seed..seed+n-1) with the project's generator, PNG-encoded."""
+    from detection.synthetic import render_image
+
+    for i in range(n):
+        image, truth = render_image(seed + i, size=size, difficulty=difficulty)
+        ok, png = cv2.imencode(".png", image)
+        if not ok:
+            raise RuntimeError("PNG encoding failed")
+        objs = [o for o in truth["objects"] if o["counted"]]
+        yield LabelledImage(
+            name=f"{difficulty}_{seed + i}.png", data=png.tobytes(),
+            boxes=np.array([o["box"] for o in objs], float).reshape(-1, 4),
+            classes=tuple(o["class"] for o in objs),
+            ecd_px=np.array([o["ecd_px"] for o in objs], float))
+
+
+def _counted(result: ImageResult):
+    return [p for p in result.particles if p.excluded_reason is None and p.class_name in COUNTED_CLASSES]
+
+
+def average_precision(preds: Sequence[tuple[np.ndarray, np.ndarray]], truths: Sequence[np.ndarray], *,
+                      iou_threshold: float = 0.5) -> float:
+    """All-point interpolated AP; preds are per-image (boxes (N,4), scores (N,)), greedy matching by score."""
+    n_true = sum(len(t) for t in truths)
+    if n_true == 0:
+        return float("nan")
+    records: list[tuple[float, bool]] = []
+    for (boxes, scores), true in zip(preds, truths):
+        order = np.argsort(-scores, kind="stable")
+        iou = box_iou(boxes[order], true) if len(true) and len(boxes) else np.zeros((len(boxes), len(true)))
+        taken = np.zeros(len(true), bool)
+        for row, idx in enumerate(order):
+            hit = False
+            if len(true):
+                cand = np.where(~taken, iou[row], -1.0)
+                j = int(np.argmax(cand))
+                if cand[j] >= iou_threshold:
+                    taken[j] = True
+                    hit = True
+            records.append((float(scores[idx]), hit))
+    if not records:
+        return 0.0
+    records.sort(key=lambda r: -r[0])
+    hits = np.array([h for _, h in records], float)
+    tp = np.cumsum(hits)
+    precision = tp / np.arange(1, len(hits) + 1)
+    recall = tp / n_true
+    # precision envelope, then area under the step curve
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    recall_steps = np.diff(np.concatenate([[0.0], recall]))
+    return float(np.sum(envelope * recall_steps))
+
+
+def evaluate(detector: Detector, items: Sequence[LabelledImage], *, set_name: str, iou_threshold: float,
+             score_classes: bool = True, options: AnalysisOptions | None = None) -> EvalReport:
+    """Run the full pipeline (clean, detect, exclude, measure) on every image and score it.
+
+    score_classes: whether the truth distinguishes crystals from agglomerates (False for the real tiles).
+    """
+    options = options or AnalysisOptions(include_border=True)
+    preds, pred_scored, truths, seconds = [], [], [], []
+    class_hits = class_total = 0
+    d50_errors = []
+    for item in items:
+        t0 = time.perf_counter()
+        result = analyze_bytes(item.data, name=item.name, detector=detector, options=options, keep_cleaned=False)
+        seconds.append(time.perf_counter() - t0)
+        kept = _counted(result)
+        boxes = np.array([[p.x_min, p.y_min, p.x_max, p.y_max] for p in kept], float).reshape(-1, 4)
+        scores = np.array([p.confidence for p in kept], float)
+        preds.append(boxes)
+        pred_scored.append((boxes, scores))
+        truths.append(item.boxes)
+        pi, ti = match_boxes(boxes, item.boxes, iou_threshold=iou_threshold)
+        if score_classes:
+            class_hits += sum(kept[a].class_name == item.classes[b] for a, b in zip(pi, ti))
+            class_total += len(pi)
+        if kept and len(item.ecd_px):
+            d50_true = float(np.percentile(item.ecd_px, 50))
+            d50_pred = float(np.percentile([p.ecd_px for p in kept], 50))
+            d50_errors.append(abs(d50_pred - d50_true) / d50_true)
+    scores_ = score_detections(preds, truths, iou_threshold=iou_threshold)
+    return EvalReport(
+        detector=detector.label, set_name=set_name, n_images=len(truths), iou_threshold=iou_threshold,
+        count_accuracy=scores_.count_accuracy, precision=scores_.precision, recall=scores_.recall, f1=scores_.f1,
+        map50=average_precision(pred_scored, truths, iou_threshold=0.5),
+        class_accuracy=class_hits / class_total if class_total else float("nan"),
+        d50_error=float(np.mean(d50_errors)) if d50_errors else float("nan"),
+        median_seconds=statistics.median(seconds) if seconds else float("nan"),
+    )
+
+
+HEADER = (f"{'set':<16} {'detector':<28} {'n':>3} {'IoU':>4} {'count acc':>9} {'prec':>6} {'recall':>6} "
+          f"{'F1':>6} {'mAP50':>6} {'class acc':>9} {'D50 err':>8} {'s/img':>6}")
+
+
+def format_row(r: EvalReport) -> str:
+    return (f"{r.set_name:<16} {r.detector[:28]:<28} {r.n_images:>3} {r.iou_threshold:>4.2f} "
+            f"{r.count_accuracy:>9.3f} {r.precision:>6.3f} {r.recall:>6.3f} {r.f1:>6.3f} {r.map50:>6.3f} "
+            f"{r.class_accuracy:>9.3f} {r.d50_error:>8.3f} {r.median_seconds:>6.2f}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m detection.evaluate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--detector", action="append", choices=("classical", "onnx", "auto"))
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--synthetic", type=int, default=10, help="rendered images per difficulty (0 = none)")
+    ap.add_argument("--seed", type=int, default=HELD_OUT_SEED_BASE)
+    ap.add_argument("--difficulty", default="easy,medium,hard")
+    ap.add_argument("--size", default="1280x1024")
+    ap.add_argument("--real", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "real-dev")
+    ap.add_argument("--iou", type=float, default=0.5, help="IoU threshold on rendered sets")
+    ap.add_argument("--real-iou", type=float, default=0.3, help="IoU threshold on the real tiles")
+    args = ap.parse_args(argv)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    detectors = [make_detector(k, model_path=args.model) for k in (args.detector or ["classical"])]
+    sets: list[tuple[str, list[LabelledImage], float]] = []
+    if args.synthetic > 0:
+        for k, diff in enumerate(args.difficulty.split(",")):
+            items = list(synthetic_set(args.synthetic, seed=args.seed + 10_000 * k, difficulty=diff, size=(w, h)))
+            sets.append((f"synthetic-{diff}", items, args.iou))
+    if args.real and (args.real / "truth.json").is_file():
+        sets.append(("real", real_set(args.real), args.real_iou))
+    else:
+        print(f"note: no real tiles at {args.real}; skipped", file=sys.stderr)
+    print(HEADER)
+    for set_name, items, iou in sets:
+        for det in detectors:
+            report = evaluate(det, items, set_name=set_name, iou_threshold=iou, score_classes=set_name != "real")
+            print(format_row(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
