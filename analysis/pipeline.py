@@ -114,7 +114,8 @@ def analyze_image(image: np.ndarray, *, name: str, meta: ImageMeta, detector: De
     detections = apply_exclusions(cleaned, detections, options=options.exclusion)
     particles = measure_particles(cleaned, detections)
     seconds = time.perf_counter() - start
-    log.info("%s: %d objects in %.2f s (%s)", name, len(particles), seconds, detector.label)
+    # No file names or pixel data in logs: names can be confidential too.
+    log.debug("%d objects in %.2f s (%s)", len(particles), seconds, detector.label)
     return ImageResult(
         name=name, meta=meta, particles=tuple(particles), pixel_size_um=options.pixel_size_um,
         include_border=options.include_border, detector=detector.label, seconds=seconds,

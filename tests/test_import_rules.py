@@ -34,7 +34,7 @@ def test_packages_never_import_streamlit(path):
     assert "streamlit" not in _imported_roots(path)
 
 
-@pytest.mark.parametrize("path", _sources(*PACKAGES, "pages", "ui") + [ROOT / "app.py"],
+@pytest.mark.parametrize("path", _sources(*PACKAGES, "screens", "ui") + [ROOT / "app.py"],
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_only_training_code_imports_torch_or_ultralytics(path):
     roots = _imported_roots(path)
