@@ -1,0 +1,212 @@
+"""The analyses the app keeps in the vault: save one, list them, load one back (no Streamlit import).
+
+Vault names (all encrypted, like everything in the vault)::
+
+    images/<sha256 hex of the file>   kind "image"   the original file as uploaded (stored once per content)
+    analyses/<id>/cleaned.png         kind "image"   the cleaned image, 16-bit grey PNG (ui.archive)
+    analyses/<id>/particles.csv       kind "report"  analysis.report.particles_table as CSV
+    analyses/<id>/summary.csv         kind "report"  analysis.report.summary_table as CSV
+    analyses/<id>/result.json         kind "result"  ui.archive JSON; written LAST, so its presence marks a complete
+                                                     analysis (an interrupted save leaves entries that are not listed)
+
+``<id>`` is the UTC time ``YYYYmmddTHHMMSSZ`` + ``-`` + 8 random hex digits, so names sort by time. The index
+metadata of ``result.json`` carries the summary shown in the history list, so listing decrypts nothing but the index.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from analysis.records import ImageResult
+from analysis.report import particles_table, summary_table, to_csv_bytes
+from analysis.stats import summarize_particles
+from ui.archive import ArchiveFormatError, cleaned_from_png, cleaned_to_png, result_from_json, result_to_json
+from vault import EntryNotFoundError, Vault
+
+ANALYSES_PREFIX = "analyses/"
+IMAGES_PREFIX = "images/"
+REPORTS: tuple[str, ...] = ("particles", "summary")
+SOURCES: tuple[str, ...] = ("upload", "sample")
+_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
+
+
+@dataclass(frozen=True)
+class AnalysisInfo:
+    """One saved analysis as listed in the history. ``created`` is UTC ISO-8601; ``d50`` is the number-weighted
+    D50 in ``unit`` ("µm" when calibrated, else "px"), None when nothing was counted."""
+
+    analysis_id: str
+    image_name: str
+    created: str
+    source: str
+    image_sha256: str
+    detector: str
+    pixel_size_um: float | None
+    n_crystals: int
+    n_agglomerates: int
+    d50: float | None
+    unit: str
+
+
+@dataclass(frozen=True, eq=False)
+class StoredAnalysis:
+    """A saved analysis read back from the vault; ``result.cleaned`` is the stored cleaned image."""
+
+    info: AnalysisInfo
+    result: ImageResult
+
+
+def new_analysis_id(now: datetime | None = None) -> str:
+    """A fresh id: UTC time + 8 random hex digits."""
+    now = now or datetime.now(timezone.utc)
+    return f"{now.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+
+
+def check_analysis_id(analysis_id: str) -> str:
+    """Return ``analysis_id`` if it has the form of :func:`new_analysis_id`.
+
+    Raises:
+        ArchiveFormatError: anything else (never used to build a vault name).
+    """
+    if not isinstance(analysis_id, str) or not _ID_RE.match(analysis_id):
+        raise ArchiveFormatError("That is not the id of a saved analysis.")
+    return analysis_id
+
+
+def entry_name(analysis_id: str, part: str) -> str:
+    """Vault name of one part ("result.json", "cleaned.png", "particles.csv", "summary.csv") of an analysis."""
+    return f"{ANALYSES_PREFIX}{check_analysis_id(analysis_id)}/{part}"
+
+
+def report_csvs(result: ImageResult) -> dict[str, bytes]:
+    """The CSV reports of one result: {"particles": bytes, "summary": bytes} (analysis.report encodings)."""
+    return {"particles": to_csv_bytes(particles_table([result])), "summary": to_csv_bytes(summary_table([result]))}
+
+
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def _summary_meta(result: ImageResult) -> dict:
+    summary = summarize_particles(result.particles, pixel_size_um=result.pixel_size_um,
+                                  include_border=result.include_border,
+                                  image_area_px=float(result.meta.width * result.meta.height))
+    calibrated = result.pixel_size_um is not None
+    dv = summary.number_um if calibrated else summary.number
+    return {"n_crystals": int(summary.n_crystals), "n_agglomerates": int(summary.n_agglomerates),
+            "d50": _finite_or_none(dv.d50), "unit": "µm" if calibrated else "px"}
+
+
+def save_analysis(vault: Vault, image_bytes: bytes, result: ImageResult, *, source: str, user: str,
+                  analysis_id: str | None = None) -> AnalysisInfo:
+    """Store the original file (once per content), the cleaned image, the CSV reports and the result; record
+    ``import`` (when the original was not stored yet) and ``analysis`` in the audit log. Returns the new entry.
+
+    Raises:
+        ValueError: ``source`` not one of SOURCES. ArchiveFormatError. VaultError (locked, disk problems) and OSError
+        (disk full) from the vault; a partly saved analysis is not listed.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    analysis_id = check_analysis_id(analysis_id or new_analysis_id())
+    sha = hashlib.sha256(image_bytes).hexdigest()
+    image_name = f"{IMAGES_PREFIX}{sha}"
+    if not vault.exists(image_name):
+        vault.put(image_name, image_bytes, kind="image",
+                  meta={"name": result.name, "format": result.meta.format, "source": source})
+        vault.audit.append("import", user=user, details={"image": result.name, "sha256": sha,
+                                                         "bytes": len(image_bytes), "source": source})
+    if result.cleaned is not None:
+        vault.put(entry_name(analysis_id, "cleaned.png"), cleaned_to_png(result.cleaned), kind="image")
+    for report, data in report_csvs(result).items():
+        vault.put(entry_name(analysis_id, f"{report}.csv"), data, kind="report")
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    extra = {"analysis_id": analysis_id, "created": created, "source": source, "image_sha256": sha}
+    meta = {"image": result.name, "created": created, "source": source, "image_sha256": sha,
+            "detector": result.detector, "pixel_size_um": result.pixel_size_um, **_summary_meta(result)}
+    vault.put(entry_name(analysis_id, "result.json"), result_to_json(result, extra=extra), kind="result", meta=meta)
+    info = _info(analysis_id, meta)
+    vault.audit.append("analysis", user=user, details={
+        "analysis_id": analysis_id, "image": result.name, "sha256": sha, "detector": result.detector,
+        "n_crystals": info.n_crystals, "n_agglomerates": info.n_agglomerates, "pixel_size_um": result.pixel_size_um,
+        "include_border": result.include_border})
+    return info
+
+
+def _info(analysis_id: str, meta: dict) -> AnalysisInfo:
+    try:
+        return AnalysisInfo(analysis_id=analysis_id, image_name=str(meta["image"]), created=str(meta["created"]),
+                            source=str(meta["source"]), image_sha256=str(meta["image_sha256"]),
+                            detector=str(meta["detector"]), pixel_size_um=meta["pixel_size_um"],
+                            n_crystals=int(meta["n_crystals"]), n_agglomerates=int(meta["n_agglomerates"]),
+                            d50=meta["d50"], unit=str(meta["unit"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArchiveFormatError(f"The saved analysis {analysis_id} has incomplete index information.") from e
+
+
+def list_analyses(vault: Vault) -> list[AnalysisInfo]:
+    """Every complete saved analysis, newest first (decrypts only the index). Entries with unreadable index
+    information are skipped."""
+    out = []
+    for entry in vault.list(ANALYSES_PREFIX):
+        parts = entry.name[len(ANALYSES_PREFIX):].split("/")
+        if len(parts) != 2 or parts[1] != "result.json" or not _ID_RE.match(parts[0]):
+            continue
+        try:
+            out.append(_info(parts[0], entry.meta))
+        except ArchiveFormatError:
+            continue
+    return sorted(out, key=lambda a: a.analysis_id, reverse=True)
+
+
+def load_analysis(vault: Vault, analysis_id: str) -> StoredAnalysis:
+    """Read a saved analysis back: result JSON + cleaned image (decrypted in memory only).
+
+    Raises:
+        ArchiveFormatError: bad id or unreadable record. EntryNotFoundError: no such analysis.
+        VaultCorruptedError: a damaged entry.
+    """
+    name = entry_name(analysis_id, "result.json")
+    info = _info(analysis_id, vault.info(name).meta)
+    cleaned_name = entry_name(analysis_id, "cleaned.png")
+    cleaned = cleaned_from_png(vault.get(cleaned_name)) if vault.exists(cleaned_name) else None
+    result, _ = result_from_json(vault.get(name), cleaned=cleaned)
+    return StoredAnalysis(info=info, result=result)
+
+
+def read_report(vault: Vault, analysis_id: str, report: str) -> bytes:
+    """The stored CSV bytes of ``report`` ("particles" or "summary") of a saved analysis.
+
+    Raises:
+        ValueError: unknown report. ArchiveFormatError: bad id. EntryNotFoundError, VaultCorruptedError.
+    """
+    if report not in REPORTS:
+        raise ValueError(f"report must be one of {REPORTS}, got {report!r}")
+    return vault.get(entry_name(analysis_id, f"{report}.csv"))
+
+
+def read_original(vault: Vault, info: AnalysisInfo) -> bytes:
+    """The original image file of a saved analysis.
+
+    Raises:
+        EntryNotFoundError: the original was deleted. VaultCorruptedError.
+    """
+    if not re.fullmatch(r"[0-9a-f]{64}", info.image_sha256):
+        raise EntryNotFoundError("The saved analysis does not name its original image.")
+    return vault.get(f"{IMAGES_PREFIX}{info.image_sha256}")
+
+
+def export_original(vault: Vault, info: AnalysisInfo, *, user: str) -> bytes:
+    """:func:`read_original` for a download: records ``export`` in the audit log, then returns the bytes.
+
+    Raises:
+        as :func:`read_original`; VaultError from the audit log.
+    """
+    data = read_original(vault, info)
+    vault.audit.append("export", user=user, details={"analysis_id": info.analysis_id, "image": info.image_name,
+                                                     "file": info.image_name})
+    return data

@@ -1,0 +1,23 @@
+"""Resources shared across browser sessions (``st.cache_resource``): never decrypted data, only code objects."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from analysis.pipeline import Detector, make_detector
+
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "samples"
+
+
+@st.cache_resource(show_spinner="Loading the detector…")
+def get_detector(kind: str = "auto") -> Detector:
+    """One detector per kind for the whole server process (detectors are stateless and thread-safe)."""
+    return make_detector(kind)
+
+
+def sample_images() -> list[Path]:
+    """The bundled sample images a new user can try at once."""
+    if not SAMPLES_DIR.is_dir():
+        return []
+    return sorted(p for p in SAMPLES_DIR.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".tif", ".tiff"})
