@@ -567,6 +567,20 @@ class Vault:
         atomic_write(self._path / HEADER_FILE, encode_header(header), fault_hook=self._fault_hook, step="header")
         self._header = header
 
+    def _confirm_passphrase(self, passphrase: str):
+        """Check ``passphrase`` against the header's passphrase slot (it must unwrap this vault's master key).
+
+        Returns (header, passphrase slot). Raises WrongPassphraseError (generic message). Call with the lock held.
+        """
+        header, _ = read_header(self._path)
+        slot = header.slot(SLOT_PASSPHRASE)
+        try:
+            master = unwrap_slot(header, slot, crypto.derive_passphrase_kek(passphrase, slot.kdf, slot.salt))
+        except crypto.AuthenticationFailed:
+            raise WrongPassphraseError(GENERIC_UNLOCK_FAILURE) from None
+        self._verify_master(master)
+        return header, slot
+
     def change_passphrase(self, old: str, new: str, *, kdf_params: KdfParams | None = None) -> None:
         """Re-wrap the master key under ``new`` (nothing else is re-encrypted). Keeps the current Argon2id cost
         unless ``kdf_params`` is given. An interrupted change leaves the old or the new header (atomic rename).
@@ -577,13 +591,7 @@ class Vault:
         check_new_passphrase(new)
         with self._lock:
             self._require_keys()
-            header, _ = read_header(self._path)
-            slot = header.slot(SLOT_PASSPHRASE)
-            try:
-                master = unwrap_slot(header, slot, crypto.derive_passphrase_kek(old, slot.kdf, slot.salt))
-            except crypto.AuthenticationFailed:
-                raise WrongPassphraseError(GENERIC_UNLOCK_FAILURE) from None
-            self._verify_master(master)
+            header, slot = self._confirm_passphrase(old)
             params = (kdf_params or slot.kdf).validate()
             self._write_header(header.replace_slot(
                 make_slot(header, SLOT_PASSPHRASE, self._master, passphrase=new, params=params)))
@@ -621,13 +629,7 @@ class Vault:
         """
         with self._lock:
             self._require_keys()
-            header, _ = read_header(self._path)
-            slot = header.slot(SLOT_PASSPHRASE)
-            try:
-                master = unwrap_slot(header, slot, crypto.derive_passphrase_kek(passphrase, slot.kdf, slot.salt))
-            except crypto.AuthenticationFailed:
-                raise WrongPassphraseError(GENERIC_UNLOCK_FAILURE) from None
-            self._verify_master(master)
+            header, _ = self._confirm_passphrase(passphrase)
             secret = crypto.random_bytes(RECOVERY_SECRET_BYTES)
             self._write_header(header.replace_slot(
                 make_slot(header, SLOT_RECOVERY, self._master, recovery_secret=secret)))
