@@ -16,8 +16,9 @@ import numpy as np
 
 from analysis.errors import DetectorUnavailableError
 from analysis.records import Detection
-from analysis.segment import refine_mask
+from analysis.segment import ClassicalOptions, detect_classical, refine_mask
 from detection.onnx_detector import OnnxDetector, OnnxDetectorOptions
+from detection.yolo import box_area, pairwise_intersection
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +68,34 @@ def load_onnx_detector(path: Path, *, options: OnnxDetectorOptions | None = None
     threads = threads or max(1, min(4, os.cpu_count() or 1))
     model = OnnxDetector(data, threads=threads, name=name, version=version)  # raises ModelPackageError
     return OnnxPipelineDetector(model=model, options=options or OnnxDetectorOptions())
+
+
+@dataclass(frozen=True)
+class HybridDetector:
+    """Model detections plus the classical detections that no model box covers.
+
+    The model finds faint and touching crystals the edge-based classical detector misses; the classical detector
+    finds crystal shapes the rendered training data did not show the model. A classical object is added when its box
+    overlaps no model box by more than ``overlap_max`` of the smaller box (intersection over smaller area).
+    The exclusion filters (dust, fibre, bubble, focus) run afterwards on the union, as for any detector.
+    """
+
+    model: OnnxPipelineDetector
+    classical_options: ClassicalOptions = field(default_factory=ClassicalOptions)
+    overlap_max: float = 0.3
+
+    @property
+    def label(self) -> str:
+        return f"hybrid({self.model.label} + classical)"
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        learned = self.model.detect(image)
+        extra = detect_classical(image, options=self.classical_options)
+        if not learned or not extra:
+            return learned + extra
+        a = np.array([[d.x_min, d.y_min, d.x_max, d.y_max] for d in extra], float)
+        b = np.array([[d.x_min, d.y_min, d.x_max, d.y_max] for d in learned], float)
+        smaller = np.minimum(box_area(a)[:, None], box_area(b)[None, :])
+        ios = pairwise_intersection(a, b) / np.maximum(smaller, 1.0)
+        keep = ios.max(axis=1) <= self.overlap_max
+        return learned + [d for d, k in zip(extra, keep) if k]

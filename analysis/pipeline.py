@@ -31,7 +31,10 @@ log = logging.getLogger(__name__)
 #: Where shipped model packages live (one folder per model: model.onnx + manifest.json).
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
-DETECTOR_CHOICES: tuple[str, ...] = ("auto", "onnx", "classical")
+DETECTOR_CHOICES: tuple[str, ...] = ("auto", "onnx", "classical", "hybrid")
+
+#: What "auto" runs when a model is available ("onnx" or "hybrid"); chosen by measurement (README, Figures).
+AUTO_WITH_MODEL = "onnx"
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,9 @@ def make_detector(kind: str = "auto", *, model_path: Path | None = None,
                   options: AnalysisOptions | None = None) -> Detector:
     """Build a detector by name.
 
-    kind: "classical", "onnx" (needs ``model_path`` or a shipped model) or "auto" (ONNX when a model is available,
-    else classical). Raises DetectorUnavailableError when "onnx" is asked for and no model can be loaded.
+    kind: "classical"; "onnx" (needs ``model_path`` or a shipped model); "hybrid" (the model's detections plus the
+    classical ones no model box covers); "auto" (:data:`AUTO_WITH_MODEL` when a model is available, else classical).
+    Raises DetectorUnavailableError when "onnx"/"hybrid" is asked for and no model can be loaded.
     """
     options = options or AnalysisOptions()
     if kind not in DETECTOR_CHOICES:
@@ -96,12 +100,15 @@ def make_detector(kind: str = "auto", *, model_path: Path | None = None,
         return ClassicalDetector(options.classical)
     path = model_path or find_shipped_model()
     if path is None:
-        if kind == "onnx":
+        if kind != "auto":
             raise DetectorUnavailableError("no ONNX model found: pass --model FILE or install one in weights/")
         return ClassicalDetector(options.classical)
-    from analysis.onnx_adapter import load_onnx_detector  # imports onnxruntime only when needed
+    from analysis.onnx_adapter import HybridDetector, load_onnx_detector  # imports onnxruntime only when needed
 
-    return load_onnx_detector(Path(path))
+    model = load_onnx_detector(Path(path))
+    if (AUTO_WITH_MODEL if kind == "auto" else kind) == "hybrid":
+        return HybridDetector(model, classical_options=options.classical)
+    return model
 
 
 def analyze_image(image: np.ndarray, *, name: str, meta: ImageMeta, detector: Detector,

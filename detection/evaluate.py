@@ -27,7 +27,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from analysis.pipeline import AnalysisOptions, Detector, analyze_bytes, make_detector
+from analysis.pipeline import DETECTOR_CHOICES, AnalysisOptions, Detector, analyze_bytes, make_detector
 from analysis.records import COUNTED_CLASSES, ImageResult
 from detection.metrics import box_iou, match_boxes, score_detections
 
@@ -181,7 +181,7 @@ def format_row(r: EvalReport) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m detection.evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--detector", action="append", choices=("classical", "onnx", "auto"))
+    ap.add_argument("--detector", action="append", choices=DETECTOR_CHOICES)
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--synthetic", type=int, default=10, help="rendered images per difficulty (0 = none)")
     ap.add_argument("--seed", type=int, default=HELD_OUT_SEED_BASE)
