@@ -41,6 +41,14 @@ def collect_images(paths: Sequence[str]) -> tuple[list[Path], list[str]]:
     return files, problems
 
 
+def display_names(files: Sequence[Path]) -> list[str]:
+    """File names as they appear in the CSVs: the bare name, or the path as given when two files share a name."""
+    counts: dict[str, int] = {}
+    for f in files:
+        counts[f.name] = counts.get(f.name, 0) + 1
+    return [f.name if counts[f.name] == 1 else str(f) for f in files]
+
+
 def _progress_bar(done: int, total: int, name: str) -> None:
     width = 30
     filled = int(width * done / max(total, 1))
@@ -91,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"analysing {len(files)} image(s) with the {detector.label} detector", file=sys.stderr)
-    items = [(f.name, f.read_bytes) for f in files]
+    items = list(zip(display_names(files), (f.read_bytes for f in files)))
     results, failures = analyze_many(items, detector=detector, options=options, keep_cleaned=args.overlays,
                                      progress=_progress_bar)
     for name, msg in failures:
@@ -101,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.overlays:
         for r in results:
             png = encode_png(render_overlay(r.cleaned, r.particles, include_border=r.include_border))
-            (args.out / f"{Path(r.name).stem}_overlay.png").write_bytes(png)
+            stem = Path(r.name).stem if Path(r.name).name == r.name else r.name.replace("/", "_").rsplit(".", 1)[0]
+            (args.out / f"{stem}_overlay.png").write_bytes(png)
     n_ok = len(results)
     print(f"done: {n_ok} analysed, {len(failures) + len(problems)} failed; wrote {args.out}/particles.csv and "
           f"summary.csv", file=sys.stderr)

@@ -92,3 +92,15 @@ def test_runs_as_a_module(images, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "1/1" in proc.stderr  # progress bar on stderr
     assert (out / "particles.csv").is_file()
+
+
+def test_same_file_name_in_two_folders_stays_apart(tmp_path):
+    for sub, n in (("day1", 3), ("day2", 4)):
+        (tmp_path / sub).mkdir()
+        _write_field(tmp_path / sub / "field.png", n)
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "day1"), str(tmp_path / "day2"), "--out", str(out), "--detector", "classical",
+                 "--overlays"]) == 0
+    particles = pd.read_csv(out / "particles.csv")
+    assert sorted(particles.groupby("image").size().tolist()) == [3, 4]
+    assert len(list(out.glob("*_overlay.png"))) == 2
