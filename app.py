@@ -22,7 +22,7 @@ session.enforce_idle_lock()
 #: Every URL path the app has. Paths the current state does not show run that state's default screen (hidden
 #: pages), so locking on /history shows the lock screen at /history - and unlocking returns there - instead of
 #: Streamlit's "page not found".
-URL_PATHS = ("analyze", "history", "audit", "unlock", "recovery-key")
+URL_PATHS = ("analyze", "history", "models", "audit", "unlock", "recovery-key")
 
 
 def routes(*screens: tuple[str, str, str, str]) -> list[st.Page]:
@@ -42,6 +42,7 @@ elif session.is_unlocked():
     session.render_session_controls()
     pages = routes(("screens/analyze.py", "Analyze", "🔬", "analyze"),
                    ("screens/history.py", "History", "🗂️", "history"),
+                   ("screens/models.py", "Models", "🧠", "models"),
                    ("screens/audit.py", "Audit log", "📜", "audit"))
 else:
     pages = routes(("screens/unlock.py", "Unlock", "🔒", "unlock"))

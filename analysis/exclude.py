@@ -152,6 +152,8 @@ def apply_exclusions(
 ) -> list[Detection]:
     """Judge every detection; return NEW detections (same order) with ``excluded_reason`` set or None.
 
+    A detection that arrives already excluded keeps its reason (a model may label mimics itself).
+
     image: the cleaned float32 (H, W) image in [0, 1] the detections were found on (focus and bubble rules read it).
     detections: any detector's output, boxes/masks in full-image pixels; never modified, never dropped.
     Raises ValueError for a non-2-D image or a detection whose mask does not match its box.
@@ -166,7 +168,8 @@ def apply_exclusions(
                 f"detection mask shape {det.mask.shape} does not match its box "
                 f"({det.x_min}, {det.y_min}, {det.x_max}, {det.y_max})"
             )
-        reason = exclusion_reason(img, det, options=options)
+        # A reason the detector already gave (e.g. a model's 'mimic' class) stands; the rules only add reasons.
+        reason = det.excluded_reason or exclusion_reason(img, det, options=options)
         out.append(dataclasses.replace(det, excluded_reason=reason))
     counts = {r: sum(d.excluded_reason == r for d in out) for r in EXCLUSION_REASONS}
     logger.debug("exclusions: %s of %d", counts, len(out))

@@ -70,6 +70,22 @@ def load_onnx_detector(path: Path, *, options: OnnxDetectorOptions | None = None
     return OnnxPipelineDetector(model=model, options=options or OnnxDetectorOptions())
 
 
+def load_onnx_detector_from_bytes(data: bytes, *, name: str, version: str,
+                                  options: OnnxDetectorOptions | None = None,
+                                  threads: int | None = None) -> OnnxPipelineDetector:
+    """Load a model held in memory (e.g. a validated package from the vault); nothing is written to disk.
+
+    name/version: shown in the detector's label ('onnx:NAME VERSION'). Raises DetectorUnavailableError when the bytes
+    are over :data:`MAX_MODEL_BYTES`, ModelPackageError when they are not a usable YOLO detector.
+    """
+    if len(data) > MAX_MODEL_BYTES:
+        raise DetectorUnavailableError(f"the model is {len(data) / 2**20:.0f} MB; the limit is "
+                                       f"{MAX_MODEL_BYTES / 2**20:.0f} MB")
+    threads = threads or max(1, min(4, os.cpu_count() or 1))
+    model = OnnxDetector(bytes(data), threads=threads, name=str(name)[:80], version=str(version)[:40])
+    return OnnxPipelineDetector(model=model, options=options or OnnxDetectorOptions())
+
+
 @dataclass(frozen=True)
 class HybridDetector:
     """Model detections plus the classical detections that no model box covers.

@@ -8,9 +8,9 @@ import streamlit as st
 
 from analysis.errors import CrystalQCError
 from analysis.pipeline import AnalysisOptions, analyze_bytes
-from ui import session
+from ui import models, session
 from ui.analyses import report_csvs, save_analysis
-from ui.resources import get_detector, sample_images
+from ui.resources import get_detector, get_model_detector, sample_images
 from ui.result_view import render_result
 from ui.settings import DETECTORS, MAX_PIXEL_SIZE_UM
 
@@ -42,7 +42,8 @@ with st.sidebar:
                                  key="include_border", on_change=_save_setting,
                                  args=("include_border", "include_border"))
     detector_kind = st.selectbox("Detector", list(DETECTORS), index=DETECTORS.index(prefs.detector), key="detector",
-                                 help="auto uses the shipped model when one is installed, else the classical one",
+                                 help="auto uses the model activated on the Models screen, else the shipped model"
+                                      " when one is installed, else the classical one",
                                  on_change=_save_setting, args=("detector", "detector"))
 
 upload = st.file_uploader("Micrograph (PNG, JPEG, TIFF or BMP)", type=["png", "jpg", "jpeg", "tif", "tiff", "bmp"],
@@ -61,10 +62,26 @@ if source is None:
     st.info("Upload a micrograph or pick a sample to start. Every analysis is saved in the encrypted vault.")
     st.stop()
 
+
+def _detector(kind: str, active: models.ModelEntry | None):
+    """The active researcher model (Models screen) for "auto", else the shipped default / classical detector.
+    The model's bytes are checked against the accepted manifest's sha256 before they are loaded."""
+    if kind != "auto" or active is None:
+        return get_detector(kind)
+    data = models.load_model_bytes(vault, active)
+    return get_model_detector(active.sha256, data, name=active.name, version=active.version)
+
+
+try:
+    active_model = models.active_model(vault)
+except CrystalQCError as e:
+    st.error(f"The active model cannot be used: {e}")
+    st.stop()
 options = AnalysisOptions(pixel_size_um=pixel_size or None, include_border=include_border)
 name, data, kind = source
 # Reruns (any widget change) reuse the result of the same image and options; kept in this session's memory only.
-run_key = (name, hashlib.sha256(data).hexdigest(), detector_kind, repr(options))
+run_key = (name, hashlib.sha256(data).hexdigest(), detector_kind, active_model.sha256 if active_model else "",
+           repr(options))
 cached = st.session_state.get(LAST)
 if cached is not None and cached[0] == run_key:
     _, info, result = cached
@@ -72,7 +89,8 @@ else:
     st.session_state.pop(LAST, None)
     try:
         with st.spinner(f"Analysing {name}…"):
-            result = analyze_bytes(data, name=name, detector=get_detector(detector_kind), options=options)
+            result = analyze_bytes(data, name=name, detector=_detector(detector_kind, active_model),
+                                   options=options)
     except CrystalQCError as e:
         st.error(f"Cannot analyse {name}: {e}")
         st.stop()

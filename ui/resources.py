@@ -16,6 +16,18 @@ def get_detector(kind: str = "auto") -> Detector:
     return make_detector(kind)
 
 
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def get_model_detector(sha256: str, _model_bytes: bytes, *, name: str, version: str) -> Detector:
+    """One detector per accepted model (keyed by its sha256; the bytes are not hashed again by Streamlit).
+
+    The bytes come from a package the caller has checked against ``sha256`` (ui.models.load_model_bytes); model
+    bytes are not plant data, but they stay out of ``st.cache_data`` all the same.
+    """
+    from ui.models import detector_from_bytes
+
+    return detector_from_bytes(_model_bytes, name=name, version=version)
+
+
 def sample_images() -> list[Path]:
     """The bundled sample images a new user can try at once."""
     if not SAMPLES_DIR.is_dir():

@@ -177,3 +177,12 @@ def test_apply_exclusions_rejects_bad_input():
         apply_exclusions(image, [bad])
     with pytest.raises(ValueError, match="grey"):
         apply_exclusions(np.zeros((30, 30, 3), np.float32), [])
+
+
+def test_a_reason_given_by_the_detector_is_kept():
+    img = np.full((64, 64), 0.75, np.float32)
+    img[20:40, 20:40] = 0.3
+    mask = np.ones((20, 20), bool)
+    det = Detection(20, 20, 40, 40, mask, class_name="mimic", confidence=0.9, excluded_reason="out_of_focus")
+    (out,) = apply_exclusions(img, [det])
+    assert out.excluded_reason == "out_of_focus"

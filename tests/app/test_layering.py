@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PURE = ("archive.py", "analyses.py", "settings.py", "passphrase.py")
+PURE = ("archive.py", "analyses.py", "settings.py", "passphrase.py", "models.py")
 APP_SOURCES = sorted([ROOT / "app.py", *(ROOT / "screens").glob("*.py"), *(ROOT / "ui").glob("*.py")])
 
 

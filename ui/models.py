@@ -1,0 +1,323 @@
+"""Researcher model packages in the vault: trusted keys, import with acceptance test, activation and rollback.
+
+Pure logic (no Streamlit) over an unlocked :class:`vault.Vault`; the Models screen (screens/models.py) and the
+Analyze screen call it. Vault entries:
+
+* ``models/trusted_keys.json`` (kind ``settings``): keys the QC lead added, ``{"keys": [{"fingerprint", "pem",
+  "label", "added_by", "added"}]}``; the keys in ``weights/trusted_keys/*.pub`` (the project key) are trusted too.
+* ``models/packages/<name>-<version>.cqcpkg`` (kind ``model``): every accepted package, byte for byte as signed;
+  meta = manifest summary + the acceptance report. Versions are never deleted, so rollback can always go back.
+* ``models/active.json`` (kind ``settings``): ``{"active": entry name or null, "history": [previous, ...]}``.
+
+Audit events: ``trusted_key_added``, ``model_import``, ``model_activation``. Raises ModelPackageError (bad package,
+key or stored model) and the vault's errors; every message is safe to show.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from analysis.errors import ModelPackageError
+from analysis.pipeline import AUTO_WITH_MODEL, Detector
+from detection.evaluate import HELD_OUT_SEED_BASE, EvalReport, LabelledImage, evaluate, synthetic_set
+from detection.package import (
+    ValidatedPackage, first_inference, fingerprint, format_fingerprint, load_trusted_keys, public_key_pem,
+    public_key_raw, unpack, validate_package,
+)
+from vault import EntryNotFoundError, Vault
+
+logger = logging.getLogger(__name__)
+
+TRUSTED_KEYS_DIR = Path(__file__).resolve().parent.parent / "weights" / "trusted_keys"
+TRUSTED_KEYS_ENTRY = "models/trusted_keys.json"
+ACTIVE_ENTRY = "models/active.json"
+PACKAGE_PREFIX = "models/packages/"
+MAX_PUBLIC_KEY_BYTES = 4096
+#: Golden set of the acceptance test: held-out rendered images (seeds never used for training).
+GOLDEN_SEED = HELD_OUT_SEED_BASE + 50_000
+GOLDEN_IMAGES = 3
+GOLDEN_SIZE = (1280, 1024)
+GOLDEN_DIFFICULTY = "medium"
+#: The candidate is flagged (not refused) when its count accuracy or F1 is this much below the current model's.
+WORSE_BY = 0.05
+SANDBOX_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    fingerprint: str  # 64 hex
+    label: str
+    source: str  # "shipped" or "vault"
+    added_by: str = ""
+    added: str = ""
+
+    @property
+    def display(self) -> str:
+        return format_fingerprint(self.fingerprint)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One accepted package in the vault (from its index meta; nothing decrypted)."""
+
+    entry: str
+    name: str
+    version: str
+    author: str
+    created: str
+    classes: tuple[str, ...]
+    sha256: str
+    key_id: str
+    metrics: Mapping[str, Any]
+    imported: str
+    imported_by: str
+    acceptance: Mapping[str, Any]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+# ------------------------------------------------------------------------------------------------ trusted keys
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _stored_keys(vault: Vault) -> list[dict]:
+    if not vault.exists(TRUSTED_KEYS_ENTRY):
+        return []
+    try:
+        data = json.loads(vault.get(TRUSTED_KEYS_ENTRY))
+        keys = data["keys"]
+        if not isinstance(keys, list):
+            raise TypeError
+        return [k for k in keys if isinstance(k, dict)]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelPackageError("The list of trusted keys in the vault is unreadable; restore the vault from a"
+                                " backup or re-add the keys.") from e
+
+
+def key_fingerprint(pem: bytes) -> str:
+    """Fingerprint (64 hex) of an Ed25519 public key file. Raises ModelPackageError when it is not one."""
+    if len(pem) > MAX_PUBLIC_KEY_BYTES:
+        raise ModelPackageError("This file is too large to be a public key (a .pub file is a few hundred bytes).")
+    return fingerprint(public_key_raw(pem))
+
+
+def list_trusted_keys(vault: Vault) -> list[TrustedKey]:
+    """Shipped keys (weights/trusted_keys) first, then the ones added in this vault."""
+    keys = [TrustedKey(fp, "project key (shipped)", "shipped") for fp in load_trusted_keys(TRUSTED_KEYS_DIR)]
+    seen = {k.fingerprint for k in keys}
+    for k in _stored_keys(vault):
+        fp = str(k.get("fingerprint", ""))
+        if fp not in seen:
+            keys.append(TrustedKey(fp, str(k.get("label", "")), "vault", str(k.get("added_by", "")),
+                                   str(k.get("added", ""))))
+            seen.add(fp)
+    return keys
+
+
+def trusted_keys(vault: Vault) -> dict[str, bytes]:
+    """Fingerprint -> raw public key: the shipped keys plus the vault's (each checked against its fingerprint)."""
+    keys = dict(load_trusted_keys(TRUSTED_KEYS_DIR))
+    for k in _stored_keys(vault):
+        raw = public_key_raw(str(k.get("pem", "")).encode("ascii", "replace"))
+        if fingerprint(raw) != k.get("fingerprint"):
+            raise ModelPackageError("A trusted key in the vault does not match its fingerprint; the list was altered.")
+        keys[fingerprint(raw)] = raw
+    return keys
+
+
+def add_trusted_key(vault: Vault, pem: bytes, *, label: str, user: str) -> str:
+    """Trust a researcher's public key (after the QC lead compared its fingerprint); returns the fingerprint.
+
+    Audited as ``trusted_key_added``. Raises ModelPackageError for a file that is not an Ed25519 public key or a
+    key that is already trusted.
+    """
+    fp = key_fingerprint(pem)
+    if fp in trusted_keys(vault):
+        raise ModelPackageError(f"The key {format_fingerprint(fp)} is already trusted.")
+    raw = public_key_raw(pem)  # stored as the canonical PEM, not the uploaded text
+    keys = _stored_keys(vault) + [{"fingerprint": fp, "pem": public_key_pem(raw).decode("ascii"),
+                                   "label": label.strip()[:200], "added_by": user, "added": _now()}]
+    vault.put(TRUSTED_KEYS_ENTRY, json.dumps({"keys": keys}, sort_keys=True).encode("utf-8"), kind="settings")
+    vault.audit.append("trusted_key_added", user=user, details={"fingerprint": fp, "label": label.strip()[:200]})
+    return fp
+
+
+# ------------------------------------------------------------------------------------------------ installed models
+def _entry_from_info(info) -> ModelEntry:
+    m = info.meta or {}
+    return ModelEntry(
+        entry=info.name, name=str(m.get("name", "")), version=str(m.get("version", "")),
+        author=str(m.get("author", "")), created=str(m.get("created", "")),
+        classes=tuple(m.get("classes", ())), sha256=str(m.get("sha256", "")), key_id=str(m.get("key_id", "")),
+        metrics=m.get("metrics") or {}, imported=str(m.get("imported", info.created)),
+        imported_by=str(m.get("imported_by", "")), acceptance=m.get("acceptance") or {})
+
+
+def installed_models(vault: Vault) -> list[ModelEntry]:
+    """Every accepted package in the vault, sorted by entry name."""
+    return [_entry_from_info(i) for i in vault.list(PACKAGE_PREFIX) if i.kind == "model"]
+
+
+def accepted_versions(vault: Vault) -> dict[str, list[str]]:
+    """name -> versions already accepted (the no-rollback rule of validate_package)."""
+    out: dict[str, list[str]] = {}
+    for m in installed_models(vault):
+        out.setdefault(m.name, []).append(m.version)
+    return out
+
+
+def package_entry_name(name: str, version: str) -> str:
+    return f"{PACKAGE_PREFIX}{name}-{version}.cqcpkg"
+
+
+# ------------------------------------------------------------------------------------------------ import
+def check_package(vault: Vault, data: bytes, *, timeout_s: float = SANDBOX_TIMEOUT_S) -> ValidatedPackage:
+    """Every check of an uploaded package: signature by a trusted key, hash, no rollback, ONNX checks, then the
+    first inference in the sandbox. Raises ModelPackageError naming the failed check."""
+    vp = validate_package(bytes(data), trusted_keys=trusted_keys(vault), accepted_versions=accepted_versions(vault))
+    first_inference(vp, timeout_s=timeout_s)
+    return vp
+
+
+def detector_from_bytes(model_bytes: bytes, *, name: str, version: str) -> Detector:
+    """The detector the app runs for a model (as ``make_detector("auto")`` would for a shipped one)."""
+    from analysis.onnx_adapter import HybridDetector, load_onnx_detector_from_bytes
+
+    model = load_onnx_detector_from_bytes(model_bytes, name=name, version=version)
+    return HybridDetector(model) if AUTO_WITH_MODEL == "hybrid" else model
+
+
+def golden_set() -> list[LabelledImage]:
+    """The acceptance test's labelled images (held-out rendered micrographs). Tests replace this function."""
+    return list(synthetic_set(GOLDEN_IMAGES, seed=GOLDEN_SEED, difficulty=GOLDEN_DIFFICULTY, size=GOLDEN_SIZE))
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), 4)
+
+
+def report_row(role: str, r: EvalReport) -> dict:
+    """One table row (JSON-safe: NaN becomes None)."""
+    return {"model": role, "detector": r.detector, "images": r.n_images, "count accuracy": _finite(r.count_accuracy),
+            "F1": _finite(r.f1), "D50 error": _finite(r.d50_error), "s / image": _finite(r.median_seconds)}
+
+
+def acceptance_test(candidate: Detector, current: Detector, *,
+                    items: Sequence[LabelledImage] | None = None) -> dict:
+    """Candidate vs the current model on the golden set. Returns ``{"rows": [candidate, current], "worse": [...]}``
+    where ``worse`` names the metrics on which the candidate is more than :data:`WORSE_BY` below the current one."""
+    items = golden_set() if items is None else list(items)
+    try:
+        cand = evaluate(candidate, items, set_name="golden", iou_threshold=0.5)
+    except (ValueError, RuntimeError) as e:  # e.g. an input size the tiling cannot use
+        raise ModelPackageError(f"The model cannot analyse the acceptance images: {e}") from e
+    rows = [report_row("candidate", cand),
+            report_row("current", evaluate(current, items, set_name="golden", iou_threshold=0.5))]
+    worse = [k for k in ("count accuracy", "F1")
+             if rows[0][k] is not None and rows[1][k] is not None and rows[0][k] < rows[1][k] - WORSE_BY]
+    return {"rows": rows, "worse": worse, "golden": {"images": len(items), "seed": GOLDEN_SEED}}
+
+
+def store_package(vault: Vault, data: bytes, vp: ValidatedPackage, acceptance: Mapping[str, Any], *,
+                  user: str) -> ModelEntry:
+    """Keep an accepted package (bytes as signed) with its acceptance report; audited as ``model_import``."""
+    m = vp.manifest
+    name = package_entry_name(m.name, m.version)
+    meta = {"name": m.name, "version": m.version, "author": m.author, "created": m.created,
+            "classes": list(vp.meta.names), "sha256": m.sha256, "key_id": vp.key_id,
+            "metrics": json.loads(json.dumps(m.data.get("metrics", {}))), "imported": _now(), "imported_by": user,
+            "acceptance": dict(acceptance)}
+    info = vault.put(name, bytes(data), kind="model", meta=meta)
+    vault.audit.append("model_import", user=user, details={"entry": name, "name": m.name, "version": m.version,
+                                                           "sha256": m.sha256, "key_id": vp.key_id,
+                                                           "worse": list(acceptance.get("worse", []))})
+    return _entry_from_info(info)
+
+
+# ------------------------------------------------------------------------------------------------ activation
+def _active_state(vault: Vault) -> dict:
+    if not vault.exists(ACTIVE_ENTRY):
+        return {"active": None, "history": []}
+    try:
+        state = json.loads(vault.get(ACTIVE_ENTRY))
+        active, history = state.get("active"), state.get("history", [])
+        if (active is not None and not isinstance(active, str)) or not isinstance(history, list):
+            raise TypeError
+        return {"active": active, "history": [h for h in history if h is None or isinstance(h, str)]}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise ModelPackageError("The active-model setting in the vault is unreadable; activate a model again.") from e
+
+
+def _save_state(vault: Vault, state: dict) -> None:
+    vault.put(ACTIVE_ENTRY, json.dumps(state, sort_keys=True).encode("utf-8"), kind="settings")
+
+
+def active_model(vault: Vault) -> ModelEntry | None:
+    """The activated package, or None (the app then uses the shipped default / classical detector)."""
+    active = _active_state(vault)["active"]
+    if active is None:
+        return None
+    try:
+        return _entry_from_info(vault.info(active))
+    except EntryNotFoundError as e:
+        raise ModelPackageError(f"The active model {active} is missing from the vault; activate another one.") from e
+
+
+def can_roll_back(vault: Vault) -> bool:
+    return _active_state(vault)["active"] is not None
+
+
+def activate(vault: Vault, entry: str, *, user: str) -> ModelEntry:
+    """Make ``entry`` (an accepted package) the active model; the previous one is remembered for rollback."""
+    info = vault.info(entry)  # raises EntryNotFoundError
+    if info.kind != "model" or not entry.startswith(PACKAGE_PREFIX):
+        raise ModelPackageError(f"{entry} is not an accepted model package.")
+    state = _active_state(vault)
+    if state["active"] == entry:
+        return _entry_from_info(info)
+    new = {"active": entry, "history": (state["history"] + [state["active"]])[-50:]}
+    _save_state(vault, new)
+    vault.audit.append("model_activation", user=user, details={"action": "activate", "entry": entry,
+                                                               "previous": state["active"]})
+    logger.info("model %s activated", entry)
+    return _entry_from_info(info)
+
+
+def roll_back(vault: Vault, *, user: str) -> ModelEntry | None:
+    """Go back to the previously active model (or the shipped default when there was none); returns it."""
+    state = _active_state(vault)
+    if state["active"] is None:
+        raise ModelPackageError("The shipped default model is already active; there is nothing to roll back.")
+    history = list(state["history"])
+    previous = history.pop() if history else None
+    _save_state(vault, {"active": previous, "history": history})
+    vault.audit.append("model_activation", user=user, details={"action": "rollback", "entry": previous,
+                                                               "previous": state["active"]})
+    logger.info("model rolled back to %s", previous or "the shipped default")
+    return None if previous is None else _entry_from_info(vault.info(previous))
+
+
+def load_model_bytes(vault: Vault, entry: ModelEntry) -> bytes:
+    """The ONNX bytes of an accepted package, checked again: layout, sha256 against the stored manifest and the
+    index. Raises ModelPackageError when the stored package does not match what was accepted."""
+    contents = unpack(vault.get(entry.entry))
+    try:
+        manifest = json.loads(contents.manifest_bytes)
+        declared = manifest["sha256"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ModelPackageError(f"The stored package {entry.label} has an unreadable manifest.") from e
+    actual = hashlib.sha256(contents.model_bytes).hexdigest()
+    if actual != declared or actual != entry.sha256:
+        raise ModelPackageError(f"The stored model {entry.label} does not match its manifest (sha256); roll back or"
+                                " import the package again.")
+    return contents.model_bytes
