@@ -52,6 +52,21 @@ from vault.reports import CheckProblem, CheckReport, EntryInfo, GcReport
 logger = logging.getLogger(__name__)
 
 
+
+def _unwrap_with_recovery_key(header, recovery_key: str) -> bytes:
+    """The master key unwrapped by the recovery-key slot of ``header``.
+
+    Raises RecoveryKeyFormatError (a typo) or WrongRecoveryKeyError (no recovery slot, or not this vault's key).
+    """
+    secret = parse_recovery_key(recovery_key)
+    slot = header.slot(SLOT_RECOVERY)
+    if slot is None:
+        raise WrongRecoveryKeyError("This vault has no recovery key.")
+    try:
+        return unwrap_slot(header, slot, crypto.derive_recovery_kek(secret, slot.salt))
+    except crypto.AuthenticationFailed:
+        raise WrongRecoveryKeyError("Could not unlock the vault: the recovery key is not correct.") from None
+
 class Vault:
     """An unlocked vault. Create with :meth:`create`, open with :meth:`open` / :meth:`open_with_recovery_key`.
 
@@ -186,15 +201,8 @@ class Vault:
             key. Otherwise as :meth:`open`.
         """
         path = Path(path) if path is not None else default_vault_path()
-        secret = parse_recovery_key(recovery_key)
         header, _ = read_header(path)
-        slot = header.slot(SLOT_RECOVERY)
-        if slot is None:
-            raise WrongRecoveryKeyError("This vault has no recovery key.")
-        try:
-            master = unwrap_slot(header, slot, crypto.derive_recovery_kek(secret, slot.salt))
-        except crypto.AuthenticationFailed:
-            raise WrongRecoveryKeyError("Could not unlock the vault: the recovery key is not correct.") from None
+        master = _unwrap_with_recovery_key(header, recovery_key)
         vault = cls(path, header, master, user=user, state_dir=state_dir)
         vault._after_unlock("recovery_unlock", allow_rollback=allow_rollback)
         return vault
@@ -604,18 +612,10 @@ class Vault:
             RecoveryKeyFormatError, WrongRecoveryKeyError, WeakPassphraseError, KdfParamsError.
         """
         check_new_passphrase(new)
-        secret = parse_recovery_key(recovery_key)
         with self._lock:
             self._require_keys()
             header, _ = read_header(self._path)
-            slot = header.slot(SLOT_RECOVERY)
-            if slot is None:
-                raise WrongRecoveryKeyError("This vault has no recovery key.")
-            try:
-                master = unwrap_slot(header, slot, crypto.derive_recovery_kek(secret, slot.salt))
-            except crypto.AuthenticationFailed:
-                raise WrongRecoveryKeyError("The recovery key is not correct for this vault.") from None
-            self._verify_master(master)
+            self._verify_master(_unwrap_with_recovery_key(header, recovery_key))
             params = (kdf_params or header.slot(SLOT_PASSPHRASE).kdf).validate()
             self._write_header(header.replace_slot(
                 make_slot(header, SLOT_PASSPHRASE, self._master, passphrase=new, params=params)))
