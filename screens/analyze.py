@@ -7,6 +7,7 @@ import hashlib
 import streamlit as st
 
 from analysis.errors import CrystalQCError
+from analysis.io import load_image
 from analysis.pipeline import AnalysisOptions, analyze_bytes
 from ui import models, session
 from ui.analyses import report_csvs, save_analysis
@@ -103,4 +104,5 @@ else:
 
 if info is not None:
     st.caption(f"Saved in the vault as analysis {info.analysis_id} (see History).")
-render_result(result, csvs=report_csvs(result), analysis_id=info.analysis_id if info else None, key="analyze")
+render_result(result, csvs=report_csvs(result), analysis_id=info.analysis_id if info else None, key="analyze",
+              original=lambda: load_image(data, name=name, max_pixels=options.max_pixels)[0])

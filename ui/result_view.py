@@ -22,9 +22,11 @@ def record_export(details: dict) -> None:
 
 
 def render_result(result: ImageResult, *, csvs: dict[str, bytes], analysis_id: str | None, key: str,
-                  extra_downloads: Callable[[], None] | None = None) -> None:
+                  extra_downloads: Callable[[], None] | None = None,
+                  original: Callable[[], np.ndarray] | None = None) -> None:
     """Show ``result``. ``csvs``: {"particles": bytes, "summary": bytes}; ``key`` prefixes the widget keys (one view
-    per screen); ``extra_downloads`` renders more download buttons next to the CSVs."""
+    per screen); ``extra_downloads`` renders more download buttons next to the CSVs; ``original`` returns the image
+    before cleaning (float32 (H, W)) for the before/after view, decoded only when asked for."""
     summary = summarize_particles(result.particles, pixel_size_um=result.pixel_size_um,
                                   include_border=result.include_border,
                                   image_area_px=float(result.meta.width * result.meta.height))
@@ -47,10 +49,15 @@ def render_result(result: ImageResult, *, csvs: dict[str, bytes], analysis_id: s
                f" {result.meta.format.upper()} · detector: {result.detector} · {result.seconds:.2f} s")
 
     show_excluded = st.toggle("Show excluded objects", value=False, key=f"{key}_show_excluded")
+    show_original = original is not None and st.toggle("Show the original (before cleaning)", value=False,
+                                                      key=f"{key}_show_original")
     if result.cleaned is not None:
         states = ["crystal", "agglomerate", "border"] + (["excluded"] if show_excluded else [])
         left, right = st.columns(2)
-        left.image(to_uint8(result.cleaned), caption="Cleaned image", width="stretch")
+        if show_original:
+            left.image(to_uint8(original()), caption="Original image (before cleaning)", width="stretch")
+        else:
+            left.image(to_uint8(result.cleaned), caption="Cleaned image", width="stretch")
         right.image(render_overlay(result.cleaned, result.particles, include_border=result.include_border,
                                    show=states),
                     caption="Detections: green crystal · orange agglomerate · blue on border (not counted)"

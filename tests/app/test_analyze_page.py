@@ -137,3 +137,17 @@ def test_download_click_records_an_export(samples, app, vault_path):
     assert len(exports) == 1
     assert exports[0].details["file"] == "good_particles.csv" and exports[0].user == "alice"
 
+
+
+def test_before_after_toggle_shows_the_original(samples, app):
+    at = pick_sample(app, "good.png")
+    assert not at.exception
+
+    def captions():
+        return [img.caption for element in at.get("image") for img in element.proto.imgs]
+
+    assert "Cleaned image" in captions()
+    at.toggle(key="analyze_show_original").set_value(True).run()
+    assert not at.exception
+    assert "Original image (before cleaning)" in captions()
+    assert "Cleaned image" not in captions()
