@@ -287,3 +287,39 @@ def test_ui_models_does_not_import_streamlit():
     roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     roots |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert "streamlit" not in roots and "vault" in roots
+
+
+def test_command_line_intake_checks_stores_activates_and_rolls_back(recovery_key, vault_path, tmp_path, monkeypatch,
+                                                                    capsys):
+    from tests.app.conftest import PASSPHRASE
+    from ui.models_cli import main as models_cli
+
+    monkeypatch.setenv("CRYSTALQC_PASSPHRASE", PASSPHRASE)
+    good = tmp_path / "good.cqcpkg"
+    good.write_bytes(package("1.2.0"))
+    untrusted = tmp_path / "untrusted.cqcpkg"
+    untrusted.write_bytes(package("1.4.0", key=STRANGER))
+    base = ["--path", str(vault_path), "--user", "lead"]
+
+    assert models_cli(base + ["import", str(untrusted)]) == 1
+    assert "refused" in capsys.readouterr().err
+    assert stored(vault_path) == []
+
+    assert models_cli(base + ["import", str(good), "--activate"]) == 0
+    out = capsys.readouterr().out
+    assert "model=candidate" in out and "activated crystal-test 1.2.0" in out
+    with open_vault(vault_path) as vault:
+        assert models.active_model(vault).version == "1.2.0"
+    assert models_cli(base + ["import", str(good)]) == 1  # same version again: no rollback attack
+    assert models_cli(base + ["rollback"]) == 0
+    with open_vault(vault_path) as vault:
+        assert models.active_model(vault) is None
+    assert [e.event for e in events(vault_path)].count("model_activation") == 2
+
+
+def test_command_line_wrong_passphrase_is_a_usage_error(recovery_key, vault_path, monkeypatch, capsys):
+    from ui.models_cli import main as models_cli
+
+    monkeypatch.setenv("CRYSTALQC_PASSPHRASE", "not the passphrase at all")
+    assert models_cli(["--path", str(vault_path), "list"]) == 2
+    assert "error" in capsys.readouterr().err
