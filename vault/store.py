@@ -499,18 +499,24 @@ class Vault:
                 self._hook("old_blob.removed")
             return self._info(name, rec)
 
+    def _lookup(self, name: str):
+        """(normalised name, index record) of an existing entry, after re-reading the state. Call with the lock
+        held. Raises InvalidEntryError for a bad name, EntryNotFoundError when there is no such entry."""
+        name = normalize_name(name)
+        self._sync()
+        rec = self._entries.get(name)
+        if rec is None:
+            raise EntryNotFoundError("No entry with that name in the vault.")
+        return name, rec
+
     def get(self, name: str) -> bytes:
         """The plaintext of ``name``, verified (authenticated decryption + size + SHA-256) before it is returned.
 
         Raises:
             EntryNotFoundError, InvalidEntryError, VaultCorruptedError (damaged, truncated, swapped, replayed).
         """
-        name = normalize_name(name)
         with self._lock:
-            self._sync()
-            rec = self._entries.get(name)
-            if rec is None:
-                raise EntryNotFoundError("No entry with that name in the vault.")
+            _, rec = self._lookup(name)
             return self._read_blob(rec)
 
     def info(self, name: str) -> EntryInfo:
@@ -519,12 +525,8 @@ class Vault:
         Raises:
             EntryNotFoundError, InvalidEntryError.
         """
-        name = normalize_name(name)
         with self._lock:
-            self._sync()
-            rec = self._entries.get(name)
-            if rec is None:
-                raise EntryNotFoundError("No entry with that name in the vault.")
+            name, rec = self._lookup(name)
             return self._info(name, rec)
 
     def exists(self, name: str) -> bool:
