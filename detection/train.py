@@ -287,6 +287,7 @@ def train(
     patience: int = 100,
     threads: int | None = None,
     data_seed: int | None = None,
+    init_weights: Path | None = None,
     config_dir: Path = DEFAULT_CONFIG_DIR,
 ) -> dict[str, Any]:
     """Train (or resume) a YOLO detect model from scratch on ``data_yaml`` into the run folder ``out``.
@@ -296,6 +297,8 @@ def train(
     (ultralytics then fits the learning-rate schedule to the time instead of ``epochs``). ``threads`` sets the torch
     CPU threads (ultralytics alone uses cpu_count - 1, i.e. 1 on a 2-core machine); None keeps ultralytics' choice.
     ``data_seed`` (the generator seed of the data set) is only recorded; without it a 'seed' key of data.yaml is.
+    ``init_weights`` (a .pt checkpoint, e.g. the shipped model's best.pt) starts a new run from those weights instead
+    of from scratch (fine-tuning; the model yaml is then the checkpoint's own).
     Returns the run record (also written to ``out/training.json``).
     Raises TrainingSetupError for bad data/options, a finished run given --resume, or an existing run without it.
     """
@@ -309,6 +312,9 @@ def train(
         raise TrainingSetupError(f"--resume: no checkpoint {last_pt}; start without --resume.")
     if not resume and last_pt.exists():
         raise TrainingSetupError(f"{out} already holds a run; add --resume to continue it or choose another --out.")
+    if init_weights is not None and (resume or not Path(init_weights).is_file()):
+        raise TrainingSetupError(f"--init-weights must name an existing .pt file and cannot go with --resume "
+                                 f"(got {init_weights}).")
 
     configure_offline(config_dir)
     import torch
@@ -345,10 +351,12 @@ def train(
             "batch": batch,
             "seed": seed,
             "time_hours": time_hours,
+            "init_weights": str(init_weights) if init_weights is not None else None,
             "data": {"yaml": str(data_yaml), "used_yaml": str(clean_yaml), "images": data["images"],
                      "seed": data_seed if data_seed is not None else data["seed"]},
         }
-        model = YOLO(model_yaml, task="detect")
+        # From a checkpoint, ultralytics builds the trainer's model from the checkpoint's weights (Model.train).
+        model = YOLO(str(init_weights), task="detect") if init_weights is not None else YOLO(model_yaml, task="detect")
         kwargs = {
             "data": str(clean_yaml),
             "epochs": epochs,
@@ -425,6 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=100, help="early stop after this many epochs without gain")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: ultralytics' cores - 1)")
     p.add_argument("--data-seed", type=int, default=None, help="generator seed of the data set, recorded only")
+    p.add_argument("--init-weights", type=Path, default=None,
+                   help="fine-tune: start from this .pt checkpoint instead of from scratch")
     return p
 
 
@@ -450,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
             patience=args.patience,
             threads=args.threads,
             data_seed=args.data_seed,
+            init_weights=args.init_weights,
         )
     except CrystalQCError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -37,7 +37,9 @@ _ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
 @dataclass(frozen=True)
 class AnalysisInfo:
     """One saved analysis as listed in the history. ``created`` is UTC ISO-8601; ``d50`` is the number-weighted
-    D50 in ``unit`` ("µm" when calibrated, else "px"), None when nothing was counted."""
+    D50 in ``unit`` ("µm" when calibrated, else "px"), None when nothing was counted. ``product`` and ``lot`` are the
+    technician's labels, ``operator`` the vault user who saved it, ``profile`` the calibration profile's name ("" when
+    none; analyses saved before these labels existed read back with "")."""
 
     analysis_id: str
     image_name: str
@@ -50,6 +52,10 @@ class AnalysisInfo:
     n_agglomerates: int
     d50: float | None
     unit: str
+    product: str = ""
+    lot: str = ""
+    operator: str = ""
+    profile: str = ""
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,6 +93,25 @@ def report_csvs(result: ImageResult) -> dict[str, bytes]:
     return {"particles": to_csv_bytes(particles_table([result])), "summary": to_csv_bytes(summary_table([result]))}
 
 
+MAX_LABEL_CHARS = 80
+
+
+def clean_label(text: object, *, what: str = "label") -> str:
+    """A product/lot/profile label as stored: stripped, control characters refused, at most MAX_LABEL_CHARS.
+
+    Raises:
+        ValueError: not a string, control characters, or too long (the message names ``what``).
+    """
+    if not isinstance(text, str):
+        raise ValueError(f"The {what} must be text.")
+    text = text.strip()
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError(f"The {what} cannot contain control characters (tabs, line breaks).")
+    if len(text) > MAX_LABEL_CHARS:
+        raise ValueError(f"The {what} is too long (at most {MAX_LABEL_CHARS} characters).")
+    return text
+
+
 def _finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
@@ -102,16 +127,20 @@ def _summary_meta(result: ImageResult) -> dict:
 
 
 def save_analysis(vault: Vault, image_bytes: bytes, result: ImageResult, *, source: str, user: str,
-                  analysis_id: str | None = None) -> AnalysisInfo:
+                  analysis_id: str | None = None, product: str = "", lot: str = "",
+                  profile: str = "") -> AnalysisInfo:
     """Store the original file (once per content), the cleaned image, the CSV reports and the result; record
     ``import`` (when the original was not stored yet) and ``analysis`` in the audit log. Returns the new entry.
+    ``product``/``lot``/``profile`` are labels (see :func:`clean_label`); ``user`` is recorded as the operator.
 
     Raises:
-        ValueError: ``source`` not one of SOURCES. ArchiveFormatError. VaultError (locked, disk problems) and OSError
-        (disk full) from the vault; a partly saved analysis is not listed.
+        ValueError: ``source`` not one of SOURCES, or a bad label. ArchiveFormatError. VaultError (locked, disk
+        problems) and OSError (disk full) from the vault; a partly saved analysis is not listed.
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    labels = {"product": clean_label(product, what="product"), "lot": clean_label(lot, what="lot"),
+              "operator": str(user), "profile": clean_label(profile, what="calibration profile")}
     analysis_id = check_analysis_id(analysis_id or new_analysis_id())
     sha = hashlib.sha256(image_bytes).hexdigest()
     image_name = f"{IMAGES_PREFIX}{sha}"
@@ -125,15 +154,16 @@ def save_analysis(vault: Vault, image_bytes: bytes, result: ImageResult, *, sour
     for report, data in report_csvs(result).items():
         vault.put(entry_name(analysis_id, f"{report}.csv"), data, kind="report")
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    extra = {"analysis_id": analysis_id, "created": created, "source": source, "image_sha256": sha}
+    extra = {"analysis_id": analysis_id, "created": created, "source": source, "image_sha256": sha, **labels}
     meta = {"image": result.name, "created": created, "source": source, "image_sha256": sha,
-            "detector": result.detector, "pixel_size_um": result.pixel_size_um, **_summary_meta(result)}
+            "detector": result.detector, "pixel_size_um": result.pixel_size_um, **labels, **_summary_meta(result)}
     vault.put(entry_name(analysis_id, "result.json"), result_to_json(result, extra=extra), kind="result", meta=meta)
     info = _info(analysis_id, meta)
     vault.audit.append("analysis", user=user, details={
         "analysis_id": analysis_id, "image": result.name, "sha256": sha, "detector": result.detector,
         "n_crystals": info.n_crystals, "n_agglomerates": info.n_agglomerates, "pixel_size_um": result.pixel_size_um,
-        "include_border": result.include_border})
+        "include_border": result.include_border, "product": labels["product"], "lot": labels["lot"],
+        "profile": labels["profile"]})
     return info
 
 
@@ -143,7 +173,8 @@ def _info(analysis_id: str, meta: dict) -> AnalysisInfo:
                             source=str(meta["source"]), image_sha256=str(meta["image_sha256"]),
                             detector=str(meta["detector"]), pixel_size_um=meta["pixel_size_um"],
                             n_crystals=int(meta["n_crystals"]), n_agglomerates=int(meta["n_agglomerates"]),
-                            d50=meta["d50"], unit=str(meta["unit"]))
+                            d50=meta["d50"], unit=str(meta["unit"]),
+                            **{k: str(meta.get(k) or "") for k in ("product", "lot", "operator", "profile")})
     except (KeyError, TypeError, ValueError) as e:
         raise ArchiveFormatError(f"The saved analysis {analysis_id} has incomplete index information.") from e
 

@@ -103,3 +103,17 @@ def test_result_without_cleaned_image_is_saved_and_loaded(vault, analysed):
     info = save_analysis(vault, data, dataclasses.replace(result, cleaned=None), source="sample", user="a")
     assert not vault.exists(entry_name(info.analysis_id, "cleaned.png"))
     assert load_analysis(vault, info.analysis_id).result.cleaned is None
+
+
+def test_labels_are_saved_listed_and_validated(vault, analysed):
+    data, result = analysed
+    info = save_analysis(vault, data, result, source="upload", user="bob", product=" Sugar A ", lot="L-17",
+                         profile="10x")
+    listed = list_analyses(vault)[0]
+    assert (listed.product, listed.lot, listed.operator, listed.profile) == ("Sugar A", "L-17", "bob", "10x")
+    assert listed == info
+    with pytest.raises(ValueError, match="lot"):
+        save_analysis(vault, data, result, source="upload", user="bob", lot="a\nb")
+    with pytest.raises(ValueError, match="product"):
+        save_analysis(vault, data, result, source="upload", user="bob", product="x" * 81)
+    assert len(list_analyses(vault)) == 1  # refused labels wrote nothing that is listed
