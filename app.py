@@ -22,7 +22,8 @@ session.enforce_idle_lock()
 #: Every URL path the app has. Paths the current state does not show run that state's default screen (hidden
 #: pages), so locking on /history shows the lock screen at /history - and unlocking returns there - instead of
 #: Streamlit's "page not found".
-URL_PATHS = ("analyze", "history", "models", "audit", "unlock", "recovery-key")
+URL_PATHS = ("analyze", "review", "history", "settings", "models", "share", "benchmark", "audit", "unlock",
+             "recovery-key")
 
 
 def routes(*screens: tuple[str, str, str, str]) -> list[st.Page]:
@@ -41,8 +42,12 @@ if session.recovery_key_pending() is not None:
 elif session.is_unlocked():
     session.render_session_controls()
     pages = routes(("screens/analyze.py", "Analyze", "🔬", "analyze"),
+                   ("screens/review.py", "Review and correct", "✏️", "review"),
                    ("screens/history.py", "History", "🗂️", "history"),
+                   ("screens/settings.py", "Settings", "⚙️", "settings"),
                    ("screens/models.py", "Models", "🧠", "models"),
+                   ("screens/share.py", "Share with a researcher", "📦", "share"),
+                   ("screens/benchmark.py", "Industry comparison", "🏭", "benchmark"),
                    ("screens/audit.py", "Audit log", "📜", "audit"))
 else:
     pages = routes(("screens/unlock.py", "Unlock", "🔒", "unlock"))

@@ -1,0 +1,10 @@
+"""Share with a researcher (placeholder while it is being built)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from ui import session
+
+session.require_vault()
+st.title("Share with a researcher")
+st.info("This screen is being built.")
