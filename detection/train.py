@@ -367,7 +367,8 @@ def train(
             "project": str(out.parent),
             "name": out.name,
             "exist_ok": True,
-            "pretrained": False,
+            # Model.train drops a checkpoint's weights when pretrained is False: keep them when fine-tuning.
+            "pretrained": init_weights is not None,
             "amp": False,
             "seed": seed,
             "deterministic": True,

@@ -347,3 +347,15 @@ def test_shipped_package_matches_its_manifest_and_runs(manifest_path):
     h, w = manifest["input_size"]
     y = session.run(None, {session.get_inputs()[0].name: np.zeros((2, 3, h, w), np.float32)})[0]
     assert y.shape == (2, 4 + len(manifest["classes"]), ex.anchor_count(h))
+
+
+def test_init_weights_must_exist_and_cannot_resume(tmp_path):
+    # Checked before torch/ultralytics are imported, so this runs in the app's environment.
+    data = _dataset(tmp_path / "ds") / "data.yaml"
+    with pytest.raises(tr.TrainingSetupError, match="init-weights"):
+        tr.train(data, out=tmp_path / "run", init_weights=tmp_path / "missing.pt")
+    (tmp_path / "w.pt").write_bytes(b"x")
+    (tmp_path / "run2" / "weights").mkdir(parents=True)
+    (tmp_path / "run2" / "weights" / "last.pt").write_bytes(b"x")
+    with pytest.raises(tr.TrainingSetupError, match="init-weights"):
+        tr.train(data, out=tmp_path / "run2", resume=True, init_weights=tmp_path / "w.pt")
