@@ -140,6 +140,20 @@ except CrystalQCError as e:
     keys = []
 st.dataframe(pd.DataFrame([{"fingerprint": k.display, "label": k.label, "source": k.source, "added by": k.added_by,
                             "added": k.added} for k in keys]), hide_index=True, width="stretch")
+removable = {k.fingerprint: f"{k.display} · {k.label}" for k in keys if k.source == "vault"}
+if removable:
+    with st.expander("Stop trusting a key"):
+        st.caption("Packages signed by a removed key can no longer be imported; models already accepted stay"
+                   " installed. The active model's key cannot be removed.")
+        to_remove = st.selectbox("Key", list(removable), format_func=removable.get, key="key_remove_choice")
+        if st.button("Remove this key", key="remove_key"):
+            try:
+                models.remove_trusted_key(vault, to_remove, user=vault.user)
+            except (CrystalQCError, OSError) as e:
+                st.error(str(e))
+            else:
+                st.session_state[MESSAGE] = ("success", f"Key {format_fingerprint(to_remove)} is no longer trusted.")
+                st.rerun()
 key_upload = st.file_uploader("Add a researcher's public key (.pub)", type=["pub"], key="key_upload")
 if key_upload is not None:
     pem = key_upload.getvalue()

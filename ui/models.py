@@ -9,7 +9,7 @@ Analyze screen call it. Vault entries:
   meta = manifest summary + the acceptance report. Versions are never deleted, so rollback can always go back.
 * ``models/active.json`` (kind ``settings``): ``{"active": entry name or null, "history": [previous, ...]}``.
 
-Audit events: ``trusted_key_added``, ``model_import``, ``model_activation``. Raises ModelPackageError (bad package,
+Audit events: ``trusted_key_added``, ``trusted_key_removed``, ``model_import``, ``model_activation``. Raises ModelPackageError (bad package,
 key or stored model) and the vault's errors; every message is safe to show.
 """
 from __future__ import annotations
@@ -150,6 +150,28 @@ def add_trusted_key(vault: Vault, pem: bytes, *, label: str, user: str) -> str:
     vault.put(TRUSTED_KEYS_ENTRY, json.dumps({"keys": keys}, sort_keys=True).encode("utf-8"), kind="settings")
     vault.audit.append("trusted_key_added", user=user, details={"fingerprint": fp, "label": label.strip()[:200]})
     return fp
+
+
+def remove_trusted_key(vault: Vault, fp: str, *, user: str) -> None:
+    """Stop trusting a key added in this vault: packages signed by it can no longer be imported. Models already
+    accepted stay installed (their bytes are checked against the accepted sha256), but the key of the ACTIVE model
+    cannot be removed - activate another model or roll back first. Audited as ``trusted_key_removed``.
+
+    Raises ModelPackageError: a shipped key (it lives in weights/trusted_keys, not in the vault), an unknown key, or
+    the active model's key.
+    """
+    if fp in dict(load_trusted_keys(TRUSTED_KEYS_DIR)):
+        raise ModelPackageError("The shipped project key cannot be removed here; it comes with the installation.")
+    keys = _stored_keys(vault)
+    kept = [k for k in keys if k.get("fingerprint") != fp]
+    if len(kept) == len(keys):
+        raise ModelPackageError(f"The key {format_fingerprint(fp)} is not in this vault's trusted keys.")
+    active = active_model(vault)
+    if active is not None and active.key_id == fp:
+        raise ModelPackageError(f"The active model {active.label} is signed by this key: activate another model or"
+                                " roll back before removing the key.")
+    vault.put(TRUSTED_KEYS_ENTRY, json.dumps({"keys": kept}, sort_keys=True).encode("utf-8"), kind="settings")
+    vault.audit.append("trusted_key_removed", user=user, details={"fingerprint": fp})
 
 
 # ------------------------------------------------------------------------------------------------ installed models

@@ -323,3 +323,37 @@ def test_command_line_wrong_passphrase_is_a_usage_error(recovery_key, vault_path
     monkeypatch.setenv("CRYSTALQC_PASSPHRASE", "not the passphrase at all")
     assert models_cli(["--path", str(vault_path), "list"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_removing_a_trusted_key_stops_imports_and_is_audited(app, vault_path):
+    stranger = pkg.private_key_id(STRANGER)
+    with open_vault(vault_path) as v:
+        models.add_trusted_key(v, pkg.public_key_pem(pkg.public_key_of(STRANGER)), label="Ada", user="test")
+    at = models_page(app)
+    at.selectbox(key="key_remove_choice").select(stranger)
+    at.button(key="remove_key").click()
+    at = at.run()
+    assert not at.exception and not at.error
+    assert f"Key {pkg.format_fingerprint(stranger)} is no longer trusted." in texts(at.success)
+    removed = [e for e in events(vault_path) if e.event == "trusted_key_removed"]
+    assert len(removed) == 1 and removed[0].details["fingerprint"] == stranger and removed[0].user == "alice"
+    with open_vault(vault_path) as v:
+        assert stranger not in models.trusted_keys(v)
+        with pytest.raises(ModelPackageError):
+            models.check_package(v, package(key=STRANGER))
+        with pytest.raises(ModelPackageError, match="not in this vault"):
+            models.remove_trusted_key(v, stranger, user="test")
+        with pytest.raises(ModelPackageError, match="shipped"):
+            models.remove_trusted_key(v, pkg.private_key_id(TRUSTED), user="test")
+
+
+def test_the_active_models_key_cannot_be_removed(vault_path, recovery_key):
+    with open_vault(vault_path) as v:
+        models.add_trusted_key(v, pkg.public_key_pem(pkg.public_key_of(STRANGER)), label="Ada", user="test")
+        data = package(key=STRANGER)
+        vp = models.check_package(v, data)
+        entry = models.store_package(v, data, vp, {"rows": [], "worse": []}, user="test")
+        models.activate(v, entry.entry, user="test")
+        with pytest.raises(ModelPackageError, match="active model"):
+            models.remove_trusted_key(v, pkg.private_key_id(STRANGER), user="test")
+        assert pkg.private_key_id(STRANGER) in models.trusted_keys(v)
