@@ -56,6 +56,8 @@ class AnalysisInfo:
     lot: str = ""
     operator: str = ""
     profile: str = ""
+    span: float | None = None  # number-weighted (D90 - D10) / D50, unit-free; None when unknown
+    agglomerate_fraction: float | None = None  # agglomerates / counted, by count; None when unknown
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,6 +118,13 @@ def _finite_or_none(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
 
+def _optional_float(value: object) -> float | None:
+    """An optional index number (absent in entries saved before it existed): a finite float, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return _finite_or_none(float(value))
+
+
 def _summary_meta(result: ImageResult) -> dict:
     summary = summarize_particles(result.particles, pixel_size_um=result.pixel_size_um,
                                   include_border=result.include_border,
@@ -123,7 +132,8 @@ def _summary_meta(result: ImageResult) -> dict:
     calibrated = result.pixel_size_um is not None
     dv = summary.number_um if calibrated else summary.number
     return {"n_crystals": int(summary.n_crystals), "n_agglomerates": int(summary.n_agglomerates),
-            "d50": _finite_or_none(dv.d50), "unit": "µm" if calibrated else "px"}
+            "d50": _finite_or_none(dv.d50), "unit": "µm" if calibrated else "px",
+            "span": _finite_or_none(dv.span), "agglomerate_fraction": _finite_or_none(summary.agglomerate_fraction)}
 
 
 def save_analysis(vault: Vault, image_bytes: bytes, result: ImageResult, *, source: str, user: str,
@@ -174,7 +184,8 @@ def _info(analysis_id: str, meta: dict) -> AnalysisInfo:
                             detector=str(meta["detector"]), pixel_size_um=meta["pixel_size_um"],
                             n_crystals=int(meta["n_crystals"]), n_agglomerates=int(meta["n_agglomerates"]),
                             d50=meta["d50"], unit=str(meta["unit"]),
-                            **{k: str(meta.get(k) or "") for k in ("product", "lot", "operator", "profile")})
+                            **{k: str(meta.get(k) or "") for k in ("product", "lot", "operator", "profile")},
+                            **{k: _optional_float(meta.get(k)) for k in ("span", "agglomerate_fraction")})
     except (KeyError, TypeError, ValueError) as e:
         raise ArchiveFormatError(f"The saved analysis {analysis_id} has incomplete index information.") from e
 
