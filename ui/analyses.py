@@ -58,6 +58,7 @@ class AnalysisInfo:
     profile: str = ""
     span: float | None = None  # number-weighted (D90 - D10) / D50, unit-free; None when unknown
     agglomerate_fraction: float | None = None  # agglomerates / counted, by count; None when unknown
+    n_edits: int = 0  # corrections made on the Review screen (ui.corrections); 0 for entries saved before them
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,7 +186,8 @@ def _info(analysis_id: str, meta: dict) -> AnalysisInfo:
                             n_crystals=int(meta["n_crystals"]), n_agglomerates=int(meta["n_agglomerates"]),
                             d50=meta["d50"], unit=str(meta["unit"]),
                             **{k: str(meta.get(k) or "") for k in ("product", "lot", "operator", "profile")},
-                            **{k: _optional_float(meta.get(k)) for k in ("span", "agglomerate_fraction")})
+                            **{k: _optional_float(meta.get(k)) for k in ("span", "agglomerate_fraction")},
+                            n_edits=int(meta.get("n_edits") or 0))
     except (KeyError, TypeError, ValueError) as e:
         raise ArchiveFormatError(f"The saved analysis {analysis_id} has incomplete index information.") from e
 
