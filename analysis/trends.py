@@ -293,7 +293,7 @@ def _two_lot_words(lots: tuple[LotStats, ...], tests: tuple[TestResult, ...], al
     prob = max(prob_a_larger, 1 - prob_a_larger)
     if ks.p_value < alpha:
         first = (f"The size distributions of lots {a.lot} and {b.lot} differ (Kolmogorov-Smirnov "
-                 f"{format_p(ks.p_value)} < {alpha:g}).")
+                 f"{format_p(ks.p_value)}, significance level {alpha:g}).")
         if mw.p_value < alpha:
             second = (f"Particles of lot {larger.lot} tend to be larger than those of lot {smaller.lot} "
                       f"(Mann-Whitney {format_p(mw.p_value)}; a particle of {larger.lot} is the larger one with "
@@ -319,8 +319,8 @@ def _many_lot_words(lots: tuple[LotStats, ...], test: TestResult, alpha: float, 
         hi = max(lots, key=lambda s: s.d50)
         lo = min(lots, key=lambda s: s.d50)
         first = (f"At least one of the {len(lots)} lots ({names}) differs in particle size (Kruskal-Wallis "
-                 f"{format_p(test.p_value)} < {alpha:g}); the largest D50 is lot {hi.lot}'s, the smallest lot "
-                 f"{lo.lot}'s. Compare two lots at a time to see which differ.")
+                 f"{format_p(test.p_value)}, significance level {alpha:g}); the largest D50 is lot {hi.lot}'s, "
+                 f"the smallest lot {lo.lot}'s. Compare two lots at a time to see which differ.")
     else:
         first = (f"No difference in particle size among the {len(lots)} lots ({names}) is shown at the {alpha:g} "
                  f"level (Kruskal-Wallis {format_p(test.p_value)}). This does not prove the lots are the same.")
