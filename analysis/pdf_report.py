@@ -131,7 +131,8 @@ def build_pdf_report(results: ImageResult | Sequence[ImageResult], *, overlay_pn
         pdf.set_xy(_MARGIN, top + box_h / 2 - 3)
         pdf.font(9)
         pdf.set_text_color(*_GREY)
-        pdf.text_cell(box_w, 6, "No overlay image", align="C")
+        pdf.text_cell(box_w, 6, "No overlay image" if len(items) == 1 else
+                      f"{len(items)} images: each image's overlay is in its own report", align="C")
         pdf.set_text_color(0, 0, 0)
     _summary_table(pdf, summary, unit=unit, n_images=len(items), x=_MARGIN + box_w + 6, y=top,
                    w=_PAGE_W - 2 * _MARGIN - box_w - 6)
