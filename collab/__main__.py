@@ -1,0 +1,4 @@
+"""``python -m collab`` = ``python -m collab.researcher`` (the researcher's command line)."""
+from collab.researcher import main
+
+raise SystemExit(main())
