@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from collab import crypto_age
-from collab.secagg_dp import add_noise, error_bound, noise_std
+from collab.secagg_dp import add_noise, chernoff_bound, error_bound, noise_std
 from collab.secagg_files import (DP_FAILURE_PROB, aggregate, make_partial, make_shares, open_aggregate, open_share,
                                  route_shares)
 from collab.secagg_keys import PlantKeys, sign
@@ -221,6 +221,13 @@ def test_error_bound_known_answers():
     assert tail(t) <= 1e-4 < tail(t - 1)
     assert error_bound(5, 1.0) > error_bound(1, 1.0) and error_bound(5, 0.5) > error_bound(5, 1.0)
     assert noise_std(1, eps) == pytest.approx(math.sqrt(2 * a) / (1 - a))
+
+
+def test_the_chernoff_bound_used_for_many_noises_is_never_below_the_exact_one():
+    for n, eps in ((1, 1.0), (5, 1.0), (24, 0.5), (120, 0.1), (240, 2.0)):
+        exact = error_bound(n, eps, failure_prob=1e-6)
+        assert exact <= chernoff_bound(n, eps, failure_prob=1e-6) <= 1.3 * exact
+    assert error_bound(50 * 24, 0.01) == chernoff_bound(50 * 24, 0.01, failure_prob=1e-6)  # the exact one: too big
 
 
 def test_opendp_noise_has_the_stated_distribution():

@@ -112,7 +112,8 @@ def test_a_round_from_keys_to_the_comparison_chart(app, vault_path, analysed, ot
     ok(at.run())
     truth = [a + 10 + 20 for a in own]
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics == {"Plants": "3", "Crystals, all plants": f"{sum(truth):,}", "Crystals, this plant": f"{sum(own):,}"}
+    assert metrics == {"Plants": "3", "Crystals, all plants": f"{sum(truth):,}",
+                       "Crystals, this plant": f"{sum(own):,}"}
     assert len(at.get("plotly_chart")) == 1
     table = at.dataframe[-1].value
     assert table["industry (count)"].tolist() == truth
