@@ -58,5 +58,11 @@ train: $(TRAIN_VENV)/.stamp
 	$(TRAIN_PY) -m detection.export --weights runs/crystal-yolo11n/weights/best.pt --out weights/crystal-yolo11n \
 		--name crystal-yolo11n --version 1.0.0 --imgsz 640
 
+# The researcher round trip with real training (export -> decrypt -> train/fine-tune -> ONNX -> sign -> import):
+# tests_training/, torch in .venv-train, a few CPU minutes; never part of `make test`. See docs/privacy.md.
+.PHONY: test-train
+test-train: $(VENV)/.dev-stamp $(TRAIN_VENV)/.stamp
+	CRYSTALQC_TRAIN_PYTHON=$(TRAIN_PY) $(PY) -m pytest -q -s tests_training
+
 clean-venv:
 	rm -rf $(VENV)
