@@ -187,7 +187,8 @@ st.button("Undo the last correction", key="review_undo", on_click=_undo, args=(c
 
 # ---------------------------------------------------------------------------------------------- labelled data
 st.subheader("Labelled training data")
-exportable = [a for a in items if vault.exists(f"{IMAGES_PREFIX}{a.image_sha256}")]
+stored_images = {e.name for e in vault.list(IMAGES_PREFIX)}  # one index read, not one per analysis
+exportable = [a for a in items if f"{IMAGES_PREFIX}{a.image_sha256}" in stored_images]
 names = {a.analysis_id: labels[a.analysis_id] for a in exportable}
 default = [a.analysis_id for a in exportable if a.n_edits][:MAX_EXPORT_ANALYSES]
 chosen = st.multiselect("Analyses to include", list(names), default=default, format_func=names.get,
