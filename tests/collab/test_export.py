@@ -249,3 +249,26 @@ def test_thumbnail_shows_the_exported_image_with_boxes(vault, analyses, research
     assert coloured.any()  # label boxes drawn in colour on a grey image
     assert [r["kind"] for r in ts.file_table()][:2] == ["manifest", "data.yaml"]
     assert sum(r["bytes"] for r in ts.file_table()) == sum(len(f.data) for f in ts.files)
+
+
+def test_technician_corrections_are_the_exported_labels(vault, analyses, researcher, identity):
+    from ui import corrections
+
+    target = analyses[0]
+    counted = [p for p in load_analysis(vault, target).result.particles if p.excluded_reason is None]
+    assert len(counted) >= 3
+    corrections.delete_particles(vault, target, [counted[0].particle_id], user="tech")
+    corrections.set_class(vault, target, [counted[1].particle_id], "agglomerate", user="tech")
+    _, sealed = _sealed(vault, [target], researcher)
+    opened = researcher_open(sealed, identity)
+    (row,) = opened.manifest["images"]
+    lines = opened.files[row["label"]].decode().splitlines()
+    assert len(lines) == len(counted) - 1  # the deleted object is not labelled
+    w, h = row["width"], row["height"]
+    moved = counted[1]
+    expect = f"1 {(moved.x_min + moved.x_max) / 2 / w:.6f} {(moved.y_min + moved.y_max) / 2 / h:.6f}"
+    assert any(line.startswith(expect) for line in lines)  # reclassified as agglomerate (class 1)
+    deleted = counted[0]
+    gone = f"{(deleted.x_min + deleted.x_max) / 2 / w:.6f} {(deleted.y_min + deleted.y_max) / 2 / h:.6f}"
+    assert not any(gone in line for line in lines)
+    assert row["counts"]["agglomerate"] == sum(p.class_name == "agglomerate" for p in counted[2:]) + 1
