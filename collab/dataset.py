@@ -37,17 +37,11 @@ from analysis.labels import yolo_labels
 from analysis.records import COUNTED_CLASSES, ImageResult
 from collab.crypto_age import encrypt, recipient_fingerprint
 from collab.errors import ExportBuildError
+from collab.export_format import DATA_YAML, FORMAT, FORMAT_VERSION, MANIFEST, MAX_EXPORT_BYTES, ROOT
 from collab.recipients import Researcher
 from ui.analyses import AnalysisInfo, clean_label, load_analysis, read_original
 from vault import EntryNotFoundError, Vault, VaultError
 
-FORMAT = "crystal-qc-training-export"
-FORMAT_VERSION = 1
-ROOT = "crystal-qc-export"
-MANIFEST = "manifest.json"
-DATA_YAML = "data.yaml"
-#: Everything is held in memory; an export larger than this is refused (choose fewer analyses).
-MAX_EXPORT_BYTES = 1024 ** 3
 MAX_PURPOSE_CHARS = 500
 #: A box cut by a crop is kept when at least this fraction of it stays inside (else it is dropped).
 MIN_VISIBLE_FRACTION = 0.25

@@ -34,7 +34,7 @@ from pathlib import Path
 from analysis.errors import CrystalQCError
 from collab.crypto_age import (MAX_CIPHERTEXT_BYTES, decrypt, generate_identity, identity_file_text,
                                recipient_fingerprint, short_fingerprint)
-from collab.dataset import DATA_YAML, FORMAT, FORMAT_VERSION, MANIFEST, MAX_EXPORT_BYTES, ROOT
+from collab.export_format import DATA_YAML, FORMAT, FORMAT_VERSION, MANIFEST, MAX_EXPORT_BYTES, ROOT
 from collab.errors import (CollabError, DecryptionFailedError, ExpiredExportError, ExportFormatError,
                            RecipientKeyError)
 

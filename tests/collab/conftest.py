@@ -2,6 +2,7 @@
 markers (JPEG EXIF Artist + UserComment, PNG tEXt, TIFF ImageDescription), a researcher key pair, and helpers."""
 from __future__ import annotations
 
+import hashlib
 import io
 from datetime import date, timedelta
 from pathlib import Path
@@ -65,17 +66,33 @@ def tiff_with_description(pixels: np.ndarray) -> bytes:
     return data
 
 
+_PLANTED: dict[str, bytes] = {}
+
+
 def planted_files() -> dict[str, bytes]:
     """Three originals with planted metadata: name -> bytes (names carry a marker too)."""
+    if not _PLANTED:
+        _PLANTED.update(_make_planted())
+    return dict(_PLANTED)
+
+
+def _make_planted() -> dict[str, bytes]:
     pixels = crystal_image()
     return {f"{MARKERS['file_name']}.jpg": jpeg_with_exif(pixels),
             f"{MARKERS['file_name']}.png": png_with_text(np.flipud(pixels).copy()),
             f"{MARKERS['file_name']}.tif": tiff_with_description(np.fliplr(pixels).copy())}
 
 
+_RESULTS: dict[tuple, object] = {}
+
+
 def save(vault: Vault, name: str, data: bytes, *, pixel_size_um: float | None = 0.5) -> str:
-    result = analyze_bytes(data, name=name, detector=ClassicalDetector(),
-                           options=AnalysisOptions(pixel_size_um=pixel_size_um))
+    """Analyse (classical detector; results cached per process, they are deterministic) and save as OPERATOR."""
+    key = (name, hashlib.sha256(data).hexdigest(), pixel_size_um)
+    if key not in _RESULTS:
+        _RESULTS[key] = analyze_bytes(data, name=name, detector=ClassicalDetector(),
+                                      options=AnalysisOptions(pixel_size_um=pixel_size_um))
+    result = _RESULTS[key]
     info = save_analysis(vault, data, result, source="upload", user=OPERATOR, product=PRODUCT, lot=LOT)
     return info.analysis_id
 

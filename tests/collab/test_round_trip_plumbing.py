@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
 
@@ -58,10 +57,14 @@ def test_export_decrypt_package_sign_import_accept(vault, analyses, researcher, 
 
 
 @pytest.mark.skipif(not (SHIPPED / "model.onnx").is_file(), reason="no shipped model in weights/")
-def test_a_package_signed_by_an_untrusted_researcher_key_is_refused(vault, tmp_path):
-    package = roundtrip.sign_package(SHIPPED / "model.onnx", SHIPPED / "manifest.json", version="1.1.0",
-                                     keys=tmp_path / "keys", out=tmp_path / "p.cqcpkg", training_data="x")
+def test_a_package_signed_by_an_untrusted_researcher_key_is_refused(vault):
+    import detection.package as pkg
     from analysis.errors import ModelPackageError
 
-    with pytest.raises(ModelPackageError, match="key"):
-        models.check_package(vault, Path(package).read_bytes())
+    stranger = pkg.generate_private_key()
+    fields = {**json.loads((SHIPPED / "manifest.json").read_text()), "version": "1.1.0", "author": "someone",
+              "training_data": "x", "created": "2026-01-01T00:00:00+00:00"}
+    data = pkg.build_package(fields, (SHIPPED / "model.onnx").read_bytes(), key=stranger)
+    with pytest.raises(ModelPackageError, match=pkg.format_fingerprint(pkg.private_key_id(stranger))[:9]):
+        models.check_package(vault, data)
+    assert models.installed_models(vault) == []
