@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analysis.errors import CrystalQCError
+from analysis.io import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image
 
 #: Shortest period looked for (px of the analysed image): shorter rulings are not resolved.
 MIN_PERIOD_PX = 2.5
@@ -275,3 +276,16 @@ def _quality(power: np.ndarray, band: np.ndarray, fx: np.ndarray, fy: np.ndarray
             dy = (dy + h / 2) % h - h / 2  # fy wraps around
             near |= (dx * dx + dy * dy) <= 4.0
     return float(power[band & near].sum()) / total if total > 0 else 0.0
+
+
+def measure_stage_micrometer_bytes(data: bytes, *, division_um: float, name: str = "",
+                                   max_pixels: int = DEFAULT_MAX_PIXELS,
+                                   max_bytes: int = DEFAULT_MAX_BYTES) -> CalibrationMeasurement:
+    """:func:`measure_stage_micrometer` on untrusted image bytes, decoded by the safe loader
+    (:func:`analysis.io.load_image`: format by magic bytes, size caps checked before decoding).
+
+    Raises:
+        InvalidImageError (and subclasses): unreadable, unsupported or too large file. CalibrationError.
+    """
+    image, _ = load_image(data, name=name, max_pixels=max_pixels, max_bytes=max_bytes)
+    return measure_stage_micrometer(image, division_um=division_um)

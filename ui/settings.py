@@ -317,6 +317,22 @@ def analysis_options(settings: AppSettings, *, profile: str | None = None) -> An
     )
 
 
+# ------------------------------------------------------------------------------------------------ display
+UNCALIBRATED_LABEL = "Uncalibrated (sizes in px)"
+
+
+def profile_rows(settings: AppSettings) -> list[dict]:
+    """One row per profile for a table: name, µm per px, microscope, objective, calibrated on, note, default."""
+    return [{"name": p.name, "µm per px": p.um_per_px, "microscope": p.microscope, "objective": p.objective,
+             "calibrated on": p.calibrated_on, "note": p.note, "default": p.name == settings.default_profile}
+            for p in settings.profiles]
+
+
+def micrometer_note(division_um: float, spacing_px: float, quality: float) -> str:
+    """The note kept with a profile measured from a stage micrometer image (fits a label)."""
+    return f"stage micrometer: {division_um:g} µm divisions, {spacing_px:.3f} px apart, quality {quality:.2f}"
+
+
 # ------------------------------------------------------------------------------------------------ JSON
 def _profiles_from_json(items: object) -> tuple[CalibrationProfile, ...]:
     if not isinstance(items, list):

@@ -130,3 +130,24 @@ def test_input_is_not_modified():
     before = img.copy()
     measure_stage_micrometer(img, division_um=10.0)
     np.testing.assert_array_equal(img, before)
+
+
+def _png(image: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.round(image * 255).astype(np.uint8))
+    assert ok
+    return buf.tobytes()
+
+
+def test_measure_from_image_bytes_uses_the_safe_loader():
+    from analysis.calibration import measure_stage_micrometer_bytes
+    from analysis.errors import ImageTooLargeError, InvalidImageError
+
+    data = _png(render_ruling((240, 320), 12.5, 90.0, noise=0.02))
+    m = measure_stage_micrometer_bytes(data, division_um=10.0, name="micrometer.png")
+    assert m.spacing_px == pytest.approx(12.5, rel=0.01) and m.um_per_px == pytest.approx(0.8, rel=0.01)
+    with pytest.raises(ImageTooLargeError, match="image size cap"):
+        measure_stage_micrometer_bytes(data, division_um=10.0, max_pixels=240 * 320 - 1)
+    with pytest.raises(InvalidImageError):
+        measure_stage_micrometer_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, division_um=10.0)
