@@ -3,18 +3,26 @@
 Boxes from the model are refined to masks by the classical segmentation inside each box
 (``analysis.segment.refine_mask``), so every measurement comes from a mask. Imported lazily: only a pipeline that
 actually uses a model pays for importing onnxruntime.
+
+Loading: a signed model package (``.cqcpkg``, :func:`load_package_detector`) is verified before the model is
+built: container layout and size caps, canonical manifest, Ed25519 signature by one of the given trusted keys,
+sha256 and size of model.onnx against the signed manifest, then the manifest's classes / input size / stride and
+its fixed- or dynamic-size input must agree with the model itself. Any failure raises ModelPackageError; the
+caller never falls back to another detector silently. A bare ``model.onnx`` (:func:`load_onnx_detector`) is for
+explicit research use (``--model FILE``) only.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from analysis.errors import DetectorUnavailableError
+from analysis.errors import DetectorUnavailableError, ModelPackageError
 from analysis.records import Detection
 from analysis.segment import ClassicalOptions, detect_classical, refine_mask
 from detection.onnx_detector import OnnxDetector, OnnxDetectorOptions
@@ -65,7 +73,6 @@ def load_onnx_detector(path: Path, *, options: OnnxDetectorOptions | None = None
             name, version = str(info.get("name", name))[:80], str(info.get("version", ""))[:40]
         except (OSError, ValueError, AttributeError) as e:
             log.warning("ignoring unreadable manifest %s: %s", manifest, e)
-    threads = threads or max(1, min(4, os.cpu_count() or 1))
     model = OnnxDetector(data, threads=threads, name=name, version=version)  # raises ModelPackageError
     return OnnxPipelineDetector(model=model, options=options or OnnxDetectorOptions())
 
@@ -81,8 +88,68 @@ def load_onnx_detector_from_bytes(data: bytes, *, name: str, version: str,
     if len(data) > MAX_MODEL_BYTES:
         raise DetectorUnavailableError(f"the model is {len(data) / 2**20:.0f} MB; the limit is "
                                        f"{MAX_MODEL_BYTES / 2**20:.0f} MB")
-    threads = threads or max(1, min(4, os.cpu_count() or 1))
     model = OnnxDetector(bytes(data), threads=threads, name=str(name)[:80], version=str(version)[:40])
+    return OnnxPipelineDetector(model=model, options=options or OnnxDetectorOptions())
+
+
+def manifest_input_kind(manifest: Mapping[str, object]) -> str | None:
+    """'dynamic' or 'fixed' as the manifest's ``input.shape`` states it (symbolic vs integer height/width), None
+    when the manifest does not describe the input (packages built without an export manifest)."""
+    info = manifest.get("input")
+    shape = info.get("shape") if isinstance(info, Mapping) else None
+    if not isinstance(shape, list) or len(shape) != 4:
+        return None
+    spatial = shape[2:]
+    if all(isinstance(v, str) for v in spatial):
+        return "dynamic"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in spatial):
+        return "fixed"
+    return None
+
+
+def load_package_detector(path: Path, *, trusted_keys: Mapping[str, bytes],
+                          options: OnnxDetectorOptions | None = None,
+                          threads: int | None = None) -> OnnxPipelineDetector:
+    """Load a signed ``.cqcpkg`` after verifying it against ``trusted_keys`` (fingerprint -> public key).
+
+    Checks (module docstring): a hash and one signature verification, then the model is built from memory (nothing
+    is extracted to disk). Raises DetectorUnavailableError when the file cannot be read, ModelPackageError when the
+    package is unsigned, signed by an untrusted key, altered, or its model disagrees with its manifest.
+    """
+    from detection import package as pkg  # the only runtime importer of `cryptography` besides vault/crypto.py
+
+    path = Path(path)
+    limits = pkg.PackageLimits()
+    try:
+        size = path.stat().st_size
+        if size > limits.max_package_bytes:
+            raise ModelPackageError(f"The model package {path.name} is {size / 2**20:.0f} MiB; at most "
+                                    f"{limits.max_package_bytes / 2**20:.0f} MiB is accepted.")
+        data = path.read_bytes()
+    except OSError as e:
+        raise DetectorUnavailableError(f"cannot read the model package {path}: {e.strerror or e}") from e
+    if not trusted_keys:
+        raise ModelPackageError(f"No trusted key to verify the model package {path.name} with; the installation "
+                                "lacks weights/trusted_keys/project.pub. Reinstall the application.")
+    contents = pkg.unpack(data, limits=limits)
+    manifest = pkg.parse_manifest(contents.manifest_bytes)
+    pkg.verify_signature(contents.manifest_bytes, contents.signature_bytes, trusted_keys)
+    model_bytes = contents.model_bytes
+    if len(model_bytes) != manifest.size_bytes or hashlib.sha256(model_bytes).hexdigest() != manifest.sha256:
+        raise ModelPackageError("model.onnx does not match the sha256 in the signed manifest: the model was replaced "
+                                "or damaged. Reinstall the model package.")
+    model = OnnxDetector(model_bytes, threads=threads, name=manifest.name, version=manifest.version)
+    if model.meta.names != manifest.meta.names or model.meta.imgsz != manifest.meta.imgsz \
+            or model.meta.stride != manifest.meta.stride:
+        raise ModelPackageError("The signed manifest does not describe the model inside the package (classes, input "
+                                "size or stride differ); rebuild the package from the exported model.")
+    kind = manifest_input_kind(manifest.data)
+    if kind is not None and kind != ("dynamic" if model.dynamic_input else "fixed"):
+        raise ModelPackageError(f"The manifest says the model input size is {kind}, but the model "
+                                f"{'runs at any size' if model.dynamic_input else 'accepts one size only'}; "
+                                "rebuild the package from the exported model.")
+    log.info("model package %s %s verified (%s input)", manifest.name, manifest.version,
+             "dynamic" if model.dynamic_input else "fixed")
     return OnnxPipelineDetector(model=model, options=options or OnnxDetectorOptions())
 
 

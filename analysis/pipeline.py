@@ -5,7 +5,8 @@
           --measure.measure_particles--> particles --> ImageResult (stats/report derive the rest)
 
 Detectors are small stateless objects with a ``label`` and ``detect(cleaned) -> list[Detection]``; they are chosen
-by :func:`make_detector` ("auto" = the shipped ONNX model when present, else the classical detector).
+by :func:`make_detector` ("auto" = the shipped, signed ONNX model package when present, else the classical detector;
+a shipped package that fails verification is an error, never a silent fallback).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from analysis.errors import CrystalQCError, DetectorUnavailableError
+from analysis.errors import CrystalQCError, DetectorUnavailableError, ModelPackageError
 from analysis.exclude import ExclusionOptions, apply_exclusions
 from analysis.io import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image
 from analysis.measure import measure_particles
@@ -28,8 +29,12 @@ from analysis.segment import ClassicalOptions, detect_classical
 
 log = logging.getLogger(__name__)
 
-#: Where shipped model packages live (one folder per model: model.onnx + manifest.json).
+#: Where shipped model packages live: signed ``weights/<name>.cqcpkg`` files (detection/package.py).
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+#: The public keys a shipped package must be signed with (the project key).
+SHIPPED_KEYS_DIR = WEIGHTS_DIR / "trusted_keys"
+#: Suffix of a signed model package (detection.package.SUFFIX; repeated so this module needs no cryptography).
+PACKAGE_SUFFIX = ".cqcpkg"
 
 DETECTOR_CHOICES: tuple[str, ...] = ("auto", "onnx", "classical", "hybrid")
 
@@ -78,11 +83,14 @@ class ClassicalDetector:
 
 
 def find_shipped_model(weights_dir: Path = WEIGHTS_DIR) -> Path | None:
-    """Return the first ``weights/<name>/model.onnx`` (sorted by name), or None when no model is shipped."""
+    """Return the first signed package ``weights/<name>.cqcpkg`` (sorted by name), or None when none is shipped.
+
+    Only signed packages count as shipped models: a bare ``weights/<name>/model.onnx`` is never loaded by "auto".
+    """
     if not weights_dir.is_dir():
         return None
-    models = sorted(weights_dir.glob("*/model.onnx"))
-    return models[0] if models else None
+    packages = sorted(p for p in weights_dir.glob(f"*{PACKAGE_SUFFIX}") if p.is_file())
+    return packages[0] if packages else None
 
 
 def make_detector(kind: str = "auto", *, model_path: Path | None = None,
@@ -91,21 +99,42 @@ def make_detector(kind: str = "auto", *, model_path: Path | None = None,
 
     kind: "classical"; "onnx" (needs ``model_path`` or a shipped model); "hybrid" (the model's detections plus the
     classical ones no model box covers); "auto" (:data:`AUTO_WITH_MODEL` when a model is available, else classical).
-    Raises DetectorUnavailableError when "onnx"/"hybrid" is asked for and no model can be loaded.
+    ``model_path``: a ``.cqcpkg`` (verified against the shipped trusted keys like the shipped package) or a bare
+    ``.onnx`` file (explicit research use). The shipped package is verified at every load (sha256 of the model and
+    one Ed25519 signature against ``weights/trusted_keys``).
+
+    Decision: when a shipped package exists but fails verification (unsigned, signed by another key, altered),
+    every kind that uses the model - "auto" included - raises ModelPackageError; "auto" never falls back to the
+    classical detector then, because silently worse results are worse than a clear error (the technician can still
+    choose "classical" explicitly). "auto" is classical only when no package is shipped at all (results name their
+    detector either way).
+    Raises DetectorUnavailableError when "onnx"/"hybrid" is asked for and no model exists or the file cannot be
+    read, ModelPackageError when the model or package is refused.
     """
     options = options or AnalysisOptions()
     if kind not in DETECTOR_CHOICES:
         raise DetectorUnavailableError(f"unknown detector {kind!r}; choose one of {', '.join(DETECTOR_CHOICES)}")
     if kind == "classical":
         return ClassicalDetector(options.classical)
-    path = model_path or find_shipped_model()
+    path = Path(model_path) if model_path is not None else find_shipped_model()
     if path is None:
         if kind != "auto":
-            raise DetectorUnavailableError("no ONNX model found: pass --model FILE or install one in weights/")
+            raise DetectorUnavailableError("no model found: pass --model FILE (.cqcpkg or .onnx) or install the "
+                                           f"signed model package in {WEIGHTS_DIR}")
         return ClassicalDetector(options.classical)
-    from analysis.onnx_adapter import HybridDetector, load_onnx_detector  # imports onnxruntime only when needed
+    # imports onnxruntime (and, for packages, cryptography) only when a model is used
+    from analysis.onnx_adapter import HybridDetector, load_onnx_detector, load_package_detector
 
-    model = load_onnx_detector(Path(path))
+    if path.suffix == PACKAGE_SUFFIX:
+        from detection.package import load_trusted_keys
+
+        try:
+            model = load_package_detector(path, trusted_keys=load_trusted_keys(SHIPPED_KEYS_DIR))
+        except ModelPackageError as e:
+            raise ModelPackageError(f"The model package {path.name} cannot be used: {e} The analysis was not run "
+                                    "(choose the classical detector explicitly to work without the model).") from e
+    else:
+        model = load_onnx_detector(path)
     if (AUTO_WITH_MODEL if kind == "auto" else kind) == "hybrid":
         return HybridDetector(model, classical_options=options.classical)
     return model

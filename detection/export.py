@@ -3,19 +3,27 @@
 Usage (training venv)::
 
     python -m detection.export --weights runs/NAME/weights/best.pt --out weights/crystal-yolo11n \\
-        --name crystal-yolo11n --version 1.0.0
+        --name crystal-yolo11n --version 1.0.0 [--dynamic-size]
 
 Writes ``OUT/model.onnx`` and ``OUT/manifest.json``.
 
 The ONNX file is ultralytics' own export (``format='onnx'``, no NMS, fp32, ``simplify=False`` so nothing is
 installed), opset 17, IR version <= 10, with ultralytics' ``metadata_props`` (names, stride, imgsz, task, ...).
-Input ``images`` float32 (batch, 3, S, S) RGB in [0, 1]; output ``output0`` float32 (batch, 4 + nc, N): per anchor
-cx, cy, w, h in input pixels and nc sigmoid class scores; N = (S/8)^2 + (S/16)^2 + (S/32)^2 (8400 at S = 640).
-Decision: the batch dimension is dynamic (tiles are batched) and the spatial size is fixed to the training size S,
-so the file states the one input size it was trained for and onnxruntime rejects any other (tiles are padded).
+Input ``images`` float32 (batch, 3, H, W) RGB in [0, 1]; output ``output0`` float32 (batch, 4 + nc, N): per anchor
+cx, cy, w, h in input pixels and nc sigmoid class scores; N = (H/8)(W/8) + (H/16)(W/16) + (H/32)(W/32) (8400 at
+640 x 640).
+
+Input size, two kinds (the manifest's ``input.shape`` says which; the detector reads the model's own input shape):
+
+* fixed (default): H = W = S, the export size (default the training size). The batch dimension is dynamic, the
+  spatial size is fixed, so onnxruntime rejects any other size and the detector runs S x S tiles.
+* ``--dynamic-size``: H and W are symbolic ('height', 'width'; any multiple of the stride), so the detector runs a
+  whole image in one pass (padded to the stride) up to a pixel budget. The graph is the same (ultralytics exports
+  with ``dynamic=True`` in both cases; the fixed kind only pins the dimensions), the metadata ``imgsz`` stays S.
 
 Before anything is written to OUT the export is checked: onnx checker, opset/IR limits, shapes, and the outputs of
-onnxruntime against the torch model on a random batch of 2.
+onnxruntime against the torch model on a random batch of 2 at S x S (and, for a dynamic export, on a non-square
+input of another size too).
 """
 from __future__ import annotations
 
@@ -33,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.errors import CrystalQCError, ModelPackageError
+from detection.modelmeta import expected_anchor_counts
 from detection.train import DEFAULT_CONFIG_DIR, RECORD_NAME, configure_offline, read_record, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -83,12 +92,17 @@ def build_manifest(
     size_bytes: int,
     recipe: Mapping[str, Any],
     metrics: Mapping[str, Any],
+    dynamic_size: bool = False,
 ) -> dict[str, Any]:
     """The manifest.json content of a model package (pure; see the module docstring for the tensor layout).
 
-    ``input_size`` is [height, width] in pixels; ``output_shape`` uses 'batch' for the dynamic dimension.
+    ``input_size`` is [height, width] in pixels (the export size); the ``input``/``output`` shapes use 'batch' for
+    the dynamic batch and, with ``dynamic_size``, 'height', 'width' and 'anchors' for the dynamic spatial size.
     """
     n = anchor_count(imgsz)
+    in_hw: list[Any] = ["height", "width"] if dynamic_size else [imgsz, imgsz]
+    size_text = (f"dynamic: any height and width that are multiples of {stride} px (exported at {imgsz})"
+                 if dynamic_size else f"fixed: {imgsz} x {imgsz} px")
     return {
         "name": name,
         "version": version,
@@ -102,9 +116,10 @@ def build_manifest(
         "stride": stride,
         "opset": opset,
         "ir_version": ir_version,
-        "input": {"name": "images", "shape": ["batch", 3, imgsz, imgsz], "dtype": "float32",
+        "input": {"name": "images", "shape": ["batch", 3, *in_hw], "dtype": "float32", "size": size_text,
                   "layout": "RGB in [0, 1] (grey images copied to 3 channels), letterbox padding 114/255"},
-        "output": {"name": "output0", "shape": ["batch", 4 + len(classes), n], "dtype": "float32",
+        "output": {"name": "output0", "shape": ["batch", 4 + len(classes), "anchors" if dynamic_size else n],
+                   "dtype": "float32",
                    "layout": "per anchor: cx, cy, w, h (input pixels), then one sigmoid score per class; no NMS"},
         "training": dict(recipe),
         "metrics": dict(metrics),
@@ -138,9 +153,11 @@ def recipe_from(record: Mapping[str, Any], ckpt: Mapping[str, Any]) -> tuple[dic
     return recipe, dict(record.get("metrics") or {})
 
 
-def fix_spatial_dims(model: Any, *, imgsz: int, n_outputs: int) -> None:
-    """Set the input to ('batch', 3, imgsz, imgsz) and the output to ('batch', n_outputs, N) in an onnx ModelProto.
+def fix_spatial_dims(model: Any, *, imgsz: int, n_outputs: int, dynamic_size: bool = False) -> None:
+    """Name the dimensions of an onnx ModelProto's input and output.
 
+    Fixed (default): input ('batch', 3, imgsz, imgsz), output ('batch', n_outputs, N). With ``dynamic_size``:
+    input ('batch', 3, 'height', 'width'), output ('batch', n_outputs, 'anchors').
     Mutates ``model`` (the freshly exported file, owned by the caller). Raises ModelPackageError when the graph does
     not have one 4-D input and one 3-D output.
     """
@@ -151,40 +168,62 @@ def fix_spatial_dims(model: Any, *, imgsz: int, n_outputs: int) -> None:
     out_dims = graph.output[0].type.tensor_type.shape.dim
     if len(in_dims) != 4 or len(out_dims) != 3:
         raise ModelPackageError("The export's input is not 4-D or its output not 3-D; re-export without NMS.")
-    for dims, values in ((in_dims, (None, 3, imgsz, imgsz)), (out_dims, (None, n_outputs, anchor_count(imgsz)))):
+    if dynamic_size:
+        in_values: tuple[int | str, ...] = ("batch", 3, "height", "width")
+        out_values: tuple[int | str, ...] = ("batch", n_outputs, "anchors")
+    else:
+        in_values = ("batch", 3, imgsz, imgsz)
+        out_values = ("batch", n_outputs, anchor_count(imgsz))
+    for dims, values in ((in_dims, in_values), (out_dims, out_values)):
         for dim, value in zip(dims, values):
-            if value is None:
-                dim.dim_param = "batch"
+            if isinstance(value, str):
+                dim.dim_param = value
             else:
                 dim.dim_value = value
+
+
+def check_sizes(imgsz: int, stride: int, *, dynamic_size: bool) -> list[tuple[int, int, int]]:
+    """(batch, height, width) inputs the export is compared with torch on: a batch of 2 at the export size, and for
+    a dynamic export also one non-square input of another size (half the height, one stride wider)."""
+    sizes = [(2, imgsz, imgsz)]
+    if dynamic_size:
+        sizes.append((1, max(stride, (imgsz // 2) // stride * stride), imgsz + stride))
+    return sizes
 
 
 def _onnx_opset(model: Any) -> int:
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
-def _check_against_torch(onnx_path: Path, torch_model: Any, *, imgsz: int, n_outputs: int) -> dict[str, float]:
+def _check_against_torch(onnx_path: Path, torch_model: Any, *, sizes: list[tuple[int, int, int]], stride: int,
+                         n_outputs: int) -> dict[str, float]:
     import numpy as np
     import onnxruntime as ort
     import torch
 
-    x = np.random.default_rng(0).random((2, 3, imgsz, imgsz), dtype=np.float32)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    y_ort = session.run(None, {session.get_inputs()[0].name: x})[0]
-    expected = (2, n_outputs, anchor_count(imgsz))
-    if y_ort.shape != expected:
-        raise ModelPackageError(f"onnxruntime output shape {y_ort.shape}, expected {expected}.")
-    with torch.inference_mode():
-        y_torch = torch_model(torch.from_numpy(x))
-    y_torch = (y_torch[0] if isinstance(y_torch, (tuple, list)) else y_torch).float().numpy()
-    box_diff = float(np.abs(y_ort[:, :4] - y_torch[:, :4]).max())
-    score_diff = float(np.abs(y_ort[:, 4:] - y_torch[:, 4:]).max())
+    box_diff = score_diff = 0.0
+    for batch, h, w in sizes:
+        x = np.random.default_rng(0).random((batch, 3, h, w), dtype=np.float32)
+        try:
+            y_ort = session.run(None, {session.get_inputs()[0].name: x})[0]
+        except Exception as e:  # onnxruntime raises its own exception types, none of them shared
+            raise ModelPackageError(f"onnxruntime cannot run the export on a {h}x{w} input: {e}") from e
+        expected = (batch, n_outputs, min(expected_anchor_counts((h, w), stride)))
+        if y_ort.shape != expected:
+            raise ModelPackageError(f"onnxruntime output shape {y_ort.shape} for a {h}x{w} input, expected {expected}.")
+        with torch.inference_mode():
+            y_torch = torch_model(torch.from_numpy(x))
+        y_torch = (y_torch[0] if isinstance(y_torch, (tuple, list)) else y_torch).float().numpy()
+        box_diff = max(box_diff, float(np.abs(y_ort[:, :4] - y_torch[:, :4]).max()))
+        score_diff = max(score_diff, float(np.abs(y_ort[:, 4:] - y_torch[:, 4:]).max()))
     if box_diff > BOX_TOLERANCE_PX or score_diff > SCORE_TOLERANCE:
         raise ModelPackageError(
             f"The ONNX model disagrees with the torch model (boxes {box_diff:.4f} px, scores {score_diff:.5f}); "
             "do not ship it - check the onnx/torch versions."
         )
-    return {"max_box_diff_px": round(box_diff, 6), "max_score_diff": round(score_diff, 7)}
+    return {"max_box_diff_px": round(box_diff, 6), "max_score_diff": round(score_diff, 7),
+            "inputs": [list(v) for v in sizes]}
 
 
 def export(
@@ -197,11 +236,14 @@ def export(
     imgsz: int | None = None,
     force: bool = False,
     config_dir: Path = DEFAULT_CONFIG_DIR,
+    dynamic_size: bool = False,
 ) -> dict[str, Any]:
     """Export ``weights`` (an ultralytics .pt) to ``out_dir/model.onnx`` + ``manifest.json``; return the manifest.
 
-    ``imgsz`` defaults to the training size stored in the checkpoint. The training record is read from
-    ``weights/../../training.json`` (the run folder of :mod:`detection.train`) when present.
+    ``imgsz`` defaults to the training size stored in the checkpoint. ``dynamic_size``: leave the input height and
+    width symbolic (module docstring); the export is then also checked on a non-square input of another size.
+    The training record is read from ``weights/../../training.json`` (the run folder of :mod:`detection.train`) when
+    present.
     Raises ModelPackageError for bad arguments, an existing package without ``force``, or an export that fails its
     checks (nothing is written to ``out_dir`` then).
     """
@@ -237,7 +279,7 @@ def export(
             format="onnx", imgsz=size, opset=opset, dynamic=True, simplify=False, nms=False, batch=1, device="cpu"
         )
         model = onnx.load(exported)
-        fix_spatial_dims(model, imgsz=size, n_outputs=n_outputs)
+        fix_spatial_dims(model, imgsz=size, n_outputs=n_outputs, dynamic_size=dynamic_size)
         model.ir_version = min(model.ir_version, MAX_IR_VERSION)
         try:
             onnx.checker.check_model(model, full_check=True)
@@ -256,7 +298,8 @@ def export(
         staged = Path(tmp) / MODEL_FILE
         onnx.save(model, str(staged))
         torch_model = yolo.model.float().eval()
-        agreement = _check_against_torch(staged, torch_model, imgsz=size, n_outputs=n_outputs)
+        sizes = check_sizes(size, stride, dynamic_size=dynamic_size)
+        agreement = _check_against_torch(staged, torch_model, sizes=sizes, stride=stride, n_outputs=n_outputs)
         logger.info("onnxruntime agrees with torch: %s", agreement)
 
         record = read_record(weights.parent.parent)
@@ -276,6 +319,7 @@ def export(
             size_bytes=staged.stat().st_size,
             recipe=recipe,
             metrics=metrics,
+            dynamic_size=dynamic_size,
         )
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / MODEL_FILE
@@ -297,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=MAX_OPSET)
     p.add_argument("--imgsz", type=int, default=None, help="input size (default: the training size)")
     p.add_argument("--force", action="store_true", help="replace an existing model.onnx in --out")
+    p.add_argument("--dynamic-size", action="store_true",
+                   help="symbolic input height/width: the app runs whole images in one pass (default: fixed size)")
     return p
 
 
@@ -312,11 +358,13 @@ def main(argv: list[str] | None = None) -> int:
             opset=args.opset,
             imgsz=args.imgsz,
             force=args.force,
+            dynamic_size=args.dynamic_size,
         )
     except CrystalQCError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = {k: manifest[k] for k in ("name", "version", "sha256", "input_size", "opset", "ir_version")}
+    summary["input_shape"] = manifest["input"]["shape"]
     print(json.dumps({"out": str(args.out), **summary, "metrics": manifest["metrics"]}, indent=2))
     return 0
 

@@ -157,11 +157,14 @@ def expected_anchor_counts(imgsz: tuple[int, int], stride: int) -> set[int]:
     return {standard, standard + (h // 4) * (w // 4)}
 
 
-def check_output_shape(meta: ModelMeta, output_shape: Sequence[int | str | None]) -> None:
+def check_output_shape(
+    meta: ModelMeta, output_shape: Sequence[int | str | None], *, input_size: tuple[int, int] | None = None
+) -> None:
     """Check a model output shape ``(B, 4 + nc, N)`` against the metadata.
 
     Dimensions given as None or a string (symbolic, dynamic) are not checked. N is checked against
-    :func:`expected_anchor_counts` for ``meta.imgsz``. Raises ModelPackageError when anything disagrees.
+    :func:`expected_anchor_counts` for ``input_size`` (height, width) — the size actually fed to a model with
+    dynamic input size — or ``meta.imgsz`` by default. Raises ModelPackageError when anything disagrees.
     """
     shape = tuple(output_shape)
     if len(shape) != 3:
@@ -179,9 +182,10 @@ def check_output_shape(meta: ModelMeta, output_shape: Sequence[int | str | None]
             "with NMS (nms=True)."
         )
     if _is_int(anchors):
-        expected = expected_anchor_counts(meta.imgsz, meta.stride)
+        size = meta.imgsz if input_size is None else (int(input_size[0]), int(input_size[1]))
+        expected = expected_anchor_counts(size, meta.stride)
         if anchors not in expected:
             raise ModelPackageError(
-                f"Model output has {anchors} anchors but input size {meta.imgsz[0]}x{meta.imgsz[1]} with stride "
+                f"Model output has {anchors} anchors but input size {size[0]}x{size[1]} with stride "
                 f"{meta.stride} gives {min(expected)}; the 'imgsz' metadata does not match the model."
             )

@@ -1,12 +1,17 @@
-"""Run an exported YOLO detect model with onnxruntime (CPU) on one grey image, tiling large images.
+"""Run an exported YOLO detect model with onnxruntime (CPU) on one grey image, whole or in tiles.
 
 The detector is stateless: thresholds travel in :class:`OnnxDetectorOptions` with each call, so one instance (one
 onnxruntime session, whose ``run`` is thread-safe) can be shared by every app session.
 
-Flow for one image (float32 (H, W) in [0, 1]): cut into full-size tiles at the model input size with an overlap
-(:func:`detection.tiling.tile_boxes`); skip tiles that are blank; letterbox each tile (a tile smaller than the input
-is padded, never enlarged); run batches; decode; per-tile NMS; merge across seams
-(:func:`detection.tiling.merge_tile_detections`). Boxes come back in full-image pixels.
+Flow for one image (float32 (H, W) in [0, 1]): plan the passes (:func:`detection.tiling.plan_tiles`):
+
+* a model exported with a fixed input size (e.g. 640x640) runs on full-size tiles of that size with an overlap;
+* a model exported with dynamic height/width runs on the whole image in one pass (padded up to a multiple of the
+  stride) while that stays within ``OnnxDetectorOptions.single_pass_max_pixels``, else on large square tiles.
+
+Pixels are never rescaled (the model was trained at the native pixel scale; a tile smaller than the input is
+padded). Blank tiles are skipped; tiles run in batches written straight into the input tensor; decode; per-tile
+NMS; merge across seams (:func:`detection.tiling.merge_tile_detections`). Boxes come back in full-image pixels.
 
 Classes: 'crystal' and 'agglomerate' (:data:`analysis.records.COUNTED_CLASSES`) are counted. A class named like an
 exclusion reason ('dust', 'fibre', 'bubble', 'out_of_focus') gives a Detection excluded for that reason; a name
@@ -15,7 +20,9 @@ another depth, which the training data labels so the model learns not to count i
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,8 +33,8 @@ import onnxruntime as ort
 from analysis.errors import InvalidImageError, ModelPackageError
 from analysis.records import COUNTED_CLASSES, EXCLUSION_REASONS, Detection
 from detection.modelmeta import ModelMeta, check_output_shape, parse_metadata
-from detection.tiling import merge_tile_detections, tile_boxes
-from detection.yolo import decode_output, letterbox, nms, to_input_tensor, unletterbox_boxes
+from detection.tiling import merge_tile_detections, plan_tiles
+from detection.yolo import decode_output, nms, padded_batch
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +57,14 @@ class OnnxDetectorOptions:
     ``tile_overlap_px``: minimum overlap between tiles. 128 px holds whole 92 % of the labelled crystals of the real
     development set (largest side, 1112x1000 images; 85 % at 96 px) and costs no extra tile at 1280x1024 or
     2592x1944 with 640 px tiles; larger crystals are joined from their parts by the seam rule.
+    ``batch_size``: tiles per model run (a fixed-batch model uses its own); also capped so that one run holds at
+    most ``single_pass_max_pixels`` input pixels.
     ``class_agnostic_nms``: suppress overlapping boxes whatever their class, so one object is never counted twice
     as both 'crystal' and 'agglomerate'.
     ``skip_empty_tiles``: do not run the model on tiles that are blank (flat background, see BLANK_RANGE).
+    ``single_pass_max_pixels`` (dynamic-size models only): largest padded image run in one pass. 6 MP covers
+    2592x1944 (5.1 MP padded); a pass of that size holds about PEAK_MB_PER_MP MB per megapixel of activations.
+    ``dynamic_tile_px`` (dynamic-size models only): tile side for images above that budget.
     """
 
     conf_threshold: float = 0.25
@@ -61,6 +73,8 @@ class OnnxDetectorOptions:
     batch_size: int = 4
     skip_empty_tiles: bool = True
     class_agnostic_nms: bool = True
+    single_pass_max_pixels: int = 6_000_000
+    dynamic_tile_px: int = 1280
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.conf_threshold < 1.0:
@@ -71,6 +85,13 @@ class OnnxDetectorOptions:
             raise ValueError(f"tile_overlap_px must be >= 0, got {self.tile_overlap_px}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.tile_overlap_px < self.dynamic_tile_px:
+            raise ValueError(f"dynamic_tile_px ({self.dynamic_tile_px}) must exceed tile_overlap_px")
+        if self.single_pass_max_pixels < self.dynamic_tile_px**2:
+            raise ValueError(
+                f"single_pass_max_pixels ({self.single_pass_max_pixels}) must hold one dynamic tile "
+                f"({self.dynamic_tile_px}^2 pixels)"
+            )
 
 
 def exclusion_for_class(name: str) -> str | None:
@@ -121,12 +142,53 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else os.cpu_count())."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def session_options(threads: int, *, allow_spinning: bool = False) -> ort.SessionOptions:
+    """onnxruntime CPU session settings (measured in bench/bench_onnx.py --sessions).
+
+    All graph optimisations (constant folding, Conv+BN/activation fusion, layout transforms), one intra-op thread
+    per core, sequential execution (a YOLO graph is a chain; inter-op parallelism only adds contention), memory
+    pattern and arena on (same shapes are run again and again). Spinning off by default: worker threads that
+    busy-wait between operators steal the CPU from anything else on a 2-core machine (another session's
+    post-processing, Streamlit, a background job) and gained nothing measurable here.
+    """
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = max(1, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.enable_mem_pattern = True
+    opts.enable_cpu_mem_arena = True
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    return opts
+
+
 class OnnxDetector:
     """Stateless: thresholds are arguments; one onnxruntime session shared across app sessions (thread-safe run)."""
 
-    def __init__(self, model_bytes: bytes, *, threads: int = 2, name: str = "", version: str = "") -> None:
+    def __init__(
+        self,
+        model_bytes: bytes,
+        *,
+        threads: int | None = None,
+        name: str = "",
+        version: str = "",
+        allow_spinning: bool = False,
+    ) -> None:
         """Load an ultralytics YOLO detect ONNX export from memory and check it.
 
+        ``threads``: intra-op threads, default one per usable core. A model whose input height and width are both
+        symbolic is probed at a second, non-square size; only if it runs there with the right anchor count is it
+        treated as dynamic-size (:attr:`dynamic_input`), otherwise it is run like a fixed-size model at the
+        metadata's ``imgsz``.
         Raises ModelPackageError when the bytes are not a loadable ONNX model, the metadata is missing or invalid,
         or the model's inputs/outputs do not fit the metadata (checked with one blank inference).
         """
@@ -137,11 +199,8 @@ class OnnxDetector:
                 f"The model file is {len(model_bytes) / 2**20:.0f} MiB (at most {MAX_MODEL_BYTES // 2**20} MiB)."
             )
         self._name, self._version = name, version
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(threads))
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
+        self._threads = max(1, int(threads)) if threads else usable_cores()
+        opts = session_options(self._threads, allow_spinning=allow_spinning)
         try:
             self._session = ort.InferenceSession(bytes(model_bytes), opts, providers=["CPUExecutionProvider"])
             props = dict(self._session.get_modelmeta().custom_metadata_map)
@@ -178,11 +237,37 @@ class OnnxDetector:
         probe = np.full((probe_batch, 3, *self._meta.imgsz), 0.5, dtype=self._input_dtype)
         out = self._run(probe)
         check_output_shape(self._meta, out.shape)
-        logger.info("loaded %s: classes %s, input %s", self.label, self._meta.names, self._meta.imgsz)
+        self._dynamic = static[2] is None and static[3] is None and self._accepts_other_sizes(probe_batch)
+        logger.info(
+            "loaded %s: classes %s, input %s (%s), %d threads",
+            self.label, self._meta.names, self._meta.imgsz, "dynamic size" if self._dynamic else "fixed size",
+            self._threads,
+        )
+
+    def _accepts_other_sizes(self, batch: int) -> bool:
+        """Run a blank (batch, 3, 2*stride, 3*stride) input; True when it gives the anchors of that size."""
+        size = (2 * self._meta.stride, 3 * self._meta.stride)
+        try:
+            out = self._run(np.full((batch, 3, *size), 0.5, dtype=self._input_dtype))
+            check_output_shape(self._meta, out.shape, input_size=size)
+        except ModelPackageError as e:
+            logger.warning("model input size is declared dynamic but the model does not run at %s (%s); "
+                           "running it at %s only", size, e, self._meta.imgsz)
+            return False
+        return True
 
     @property
     def meta(self) -> ModelMeta:
         return self._meta
+
+    @property
+    def dynamic_input(self) -> bool:
+        """True when the model runs at any input size (multiple of the stride), so whole images run in one pass."""
+        return self._dynamic
+
+    @property
+    def threads(self) -> int:
+        return self._threads
 
     @property
     def label(self) -> str:
@@ -199,20 +284,25 @@ class OnnxDetector:
             ) from e
         return np.asarray(out, dtype=np.float32)
 
-    def _infer(self, tensors: list[np.ndarray], batch_size: int) -> np.ndarray:
-        """Run (3, h, w)-stacked inputs through the model in batches; returns (len(tensors), 4 + nc, N)."""
-        step = self._fixed_batch or batch_size
-        outs = []
-        for start in range(0, len(tensors), step):
-            chunk = tensors[start : start + step]
-            n = len(chunk)
-            if self._fixed_batch and n < step:
-                chunk = chunk + [np.zeros_like(chunk[0])] * (step - n)
-            x = to_input_tensor(chunk).astype(self._input_dtype, copy=False)
-            out = self._run(x)
-            check_output_shape(self._meta, out.shape)
-            outs.append(out[:n])
-        return np.concatenate(outs, axis=0)
+    def plan(self, height: int, width: int, *, options: OnnxDetectorOptions = OnnxDetectorOptions()
+             ) -> tuple[np.ndarray, tuple[int, int]]:
+        """Tiles (int64 (T, 4) xyxy) and model input (height, width) for an image of this size (module docstring).
+
+        Raises ValueError when the tile overlap is not smaller than the tile size.
+        """
+        in_h, in_w = self._meta.imgsz
+        tile_min = options.dynamic_tile_px if self._dynamic else min(in_h, in_w)
+        if options.tile_overlap_px >= tile_min:
+            raise ValueError(f"tile_overlap_px {options.tile_overlap_px} must be below the tile size {tile_min}")
+        return plan_tiles(
+            width,
+            height,
+            fixed_input=None if self._dynamic else (in_h, in_w),
+            stride=self._meta.stride,
+            overlap=options.tile_overlap_px,
+            single_pass_max_pixels=options.single_pass_max_pixels,
+            dynamic_tile_px=options.dynamic_tile_px,
+        )
 
     def predict_boxes(
         self, image: np.ndarray, *, options: OnnxDetectorOptions = OnnxDetectorOptions()
@@ -222,46 +312,48 @@ class OnnxDetector:
         image: float32 (H, W) in [0, 1]. Returns ``(boxes, scores, class_ids)``: float32 (K, 4) xyxy in image
         pixels (clipped to the image), float32 (K,), int32 (K,); highest score first.
         Raises InvalidImageError for a non-2-D or non-finite image, ValueError when the tile overlap is not smaller
-        than the model input, ModelPackageError when the model fails to run.
+        than the tile, ModelPackageError when the model fails to run.
         """
         img = _check_image(image)
         h, w = img.shape
-        in_h, in_w = self._meta.imgsz
-        if options.tile_overlap_px >= min(in_h, in_w):
-            raise ValueError(f"tile_overlap_px {options.tile_overlap_px} must be below the model input {in_h}x{in_w}")
-        tiles = tile_boxes(w, h, tile=(in_h, in_w), overlap=options.tile_overlap_px)
-        inputs, geom = [], []
-        for t_idx, (x0, y0, x1, y1) in enumerate(tiles.tolist()):
-            crop = img[y0:y1, x0:x1]
-            if options.skip_empty_tiles and _tile_is_blank(crop):
-                continue
-            boxed, scale, pad = letterbox(crop, size=(in_h, in_w))
-            inputs.append(boxed)
-            geom.append((t_idx, x0, y0, x1 - x0, y1 - y0, scale, pad))
-        logger.debug("%d tiles, %d run, %d blank", len(tiles), len(inputs), len(tiles) - len(inputs))
+        tiles, input_hw = self.plan(h, w, options=options)
+        todo = [
+            t for t, (x0, y0, x1, y1) in enumerate(tiles.tolist())
+            if not (options.skip_empty_tiles and _tile_is_blank(img[y0:y1, x0:x1]))
+        ]
+        logger.debug("%d tiles of input %s, %d run, %d blank", len(tiles), input_hw, len(todo), len(tiles) - len(todo))
         empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
-        if not inputs:
+        if not todo:
             return empty
-        raw = self._infer(inputs, options.batch_size)
-        decoded = decode_output(raw, n_classes=self._meta.n_classes, conf_threshold=options.conf_threshold)
+        step = self._fixed_batch or max(1, min(options.batch_size,
+                                               options.single_pass_max_pixels // (input_hw[0] * input_hw[1])))
         all_boxes, all_scores, all_cls, all_tile = [], [], [], []
-        for (t_idx, x0, y0, tw, th, scale, pad), (boxes, scores, cls) in zip(geom, decoded):
-            boxes = unletterbox_boxes(boxes, scale=scale, pad=pad)
-            boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, tw)
-            boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, th)
-            ok = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
-            boxes, scores, cls = boxes[ok], scores[ok], cls[ok]
-            keep = nms(
-                boxes,
-                scores,
-                iou_threshold=options.iou_threshold,
-                class_ids=None if options.class_agnostic_nms else cls,
-            )
-            boxes = boxes[keep] + np.array([x0, y0, x0, y0], dtype=np.float32)
-            all_boxes.append(boxes)
-            all_scores.append(scores[keep])
-            all_cls.append(cls[keep])
-            all_tile.append(np.full(keep.size, t_idx, dtype=np.int64))
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
+            crops = [img[y0:y1, x0:x1] for x0, y0, x1, y1 in tiles[chunk].tolist()]
+            x, pads = padded_batch(crops, size=input_hw, batch=self._fixed_batch or len(chunk),
+                                   dtype=self._input_dtype)
+            raw = self._run(x)
+            check_output_shape(self._meta, raw.shape, input_size=input_hw)
+            decoded = decode_output(raw[: len(chunk)], n_classes=self._meta.n_classes,
+                                    conf_threshold=options.conf_threshold)
+            for t_idx, (pad_x, pad_y), (boxes, scores, cls) in zip(chunk, pads, decoded):
+                x0, y0, x1, y1 = tiles[t_idx].tolist()
+                boxes -= np.array([pad_x, pad_y, pad_x, pad_y], dtype=np.float32)
+                np.clip(boxes[:, 0::2], 0, x1 - x0, out=boxes[:, 0::2])
+                np.clip(boxes[:, 1::2], 0, y1 - y0, out=boxes[:, 1::2])
+                ok = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
+                boxes, scores, cls = boxes[ok], scores[ok], cls[ok]
+                keep = nms(
+                    boxes,
+                    scores,
+                    iou_threshold=options.iou_threshold,
+                    class_ids=None if options.class_agnostic_nms else cls,
+                )
+                all_boxes.append(boxes[keep] + np.array([x0, y0, x0, y0], dtype=np.float32))
+                all_scores.append(scores[keep])
+                all_cls.append(cls[keep])
+                all_tile.append(np.full(keep.size, t_idx, dtype=np.int64))
         boxes = np.concatenate(all_boxes).astype(np.float32)
         scores = np.concatenate(all_scores).astype(np.float32)
         cls = np.concatenate(all_cls).astype(np.int32)

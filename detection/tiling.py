@@ -20,6 +20,10 @@ Seam rule (:func:`merge_tile_detections`), for detections already in full-image 
 
 An object narrower than the overlap always lies whole inside some tile, so step 3 normally finds a complete member;
 the union of step 3 handles the larger ones.
+
+Which tiles a model runs on (:func:`plan_tiles`): a model with a fixed input size gets tiles of that size; a model
+that accepts any input size (exported with dynamic height/width) gets the whole image in one pass, padded up to a
+multiple of its stride, while the padded image stays within a pixel budget, and large square tiles beyond it.
 """
 from __future__ import annotations
 
@@ -60,6 +64,44 @@ def tile_boxes(width: int, height: int, *, tile: int | tuple[int, int], overlap:
     tw, th = min(tile_w, width), min(tile_h, height)
     out = [(x, y, x + tw, y + th) for y in ys for x in xs]
     return np.asarray(out, dtype=np.int64).reshape(-1, 4)
+
+
+def round_up(value: int, multiple: int) -> int:
+    """Smallest multiple of ``multiple`` (> 0) that is >= ``value`` (>= 1)."""
+    return -(-int(value) // int(multiple)) * int(multiple)
+
+
+def plan_tiles(
+    width: int,
+    height: int,
+    *,
+    fixed_input: tuple[int, int] | None,
+    stride: int,
+    overlap: int,
+    single_pass_max_pixels: int,
+    dynamic_tile_px: int,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The tiles to run a model on for a ``width`` x ``height`` image, and the model input (height, width) for them.
+
+    ``fixed_input``: the (height, width) a fixed-size model accepts, or None for a model with dynamic height/width.
+    Fixed: tiles of the input size with ``overlap`` (:func:`tile_boxes`); each is padded to the input.
+    Dynamic: one tile = the whole image when its size rounded up to ``stride`` has at most
+    ``single_pass_max_pixels`` pixels; otherwise ``dynamic_tile_px`` square tiles with ``overlap``. The input is
+    the tile size rounded up to a multiple of ``stride`` (padding only; pixels are never rescaled).
+    Returns (int64 (T, 4) xyxy tiles, (input_height, input_width)). Raises ValueError as :func:`tile_boxes`.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    if fixed_input is not None:
+        return tile_boxes(width, height, tile=fixed_input, overlap=overlap), (int(fixed_input[0]), int(fixed_input[1]))
+    if stride <= 0:
+        raise ValueError(f"stride must be positive, got {stride}")
+    if round_up(width, stride) * round_up(height, stride) <= single_pass_max_pixels:
+        tiles = np.array([[0, 0, width, height]], dtype=np.int64)
+    else:
+        tiles = tile_boxes(width, height, tile=dynamic_tile_px, overlap=overlap)
+    tile_w, tile_h = int(tiles[0, 2] - tiles[0, 0]), int(tiles[0, 3] - tiles[0, 1])
+    return tiles, (round_up(tile_h, stride), round_up(tile_w, stride))
 
 
 def _find(parent: np.ndarray, i: int) -> int:

@@ -50,6 +50,55 @@ def letterbox(
     return out, float(scale), (float(pad_x), float(pad_y))
 
 
+def centre_padding(shape: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """Left/top padding (pad_x, pad_y) that centres an unscaled (h, w) image in ``size`` = (height, width), with
+    ultralytics' rounding (an odd pixel goes right/bottom). Raises ValueError when the image is larger than size."""
+    h, w = int(shape[0]), int(shape[1])
+    out_h, out_w = int(size[0]), int(size[1])
+    if h > out_h or w > out_w or h <= 0 or w <= 0:
+        raise ValueError(f"an image of {h}x{w} does not fit an input of {out_h}x{out_w} without rescaling")
+    return max(int(round((out_w - w) / 2 - 0.1)), 0), max(int(round((out_h - h) / 2 - 0.1)), 0)
+
+
+def padded_batch(
+    crops: Sequence[np.ndarray],
+    *,
+    size: tuple[int, int],
+    batch: int | None = None,
+    dtype: type = np.float32,
+    pad_value: float = PAD_VALUE,
+) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Model input (B, 3, height, width) from grey crops, each centred unscaled on ``pad_value`` (as :func:`letterbox`
+    with scale 1, but written straight into the batch: one copy per channel, no intermediate arrays).
+
+    ``batch``: B (>= len(crops)) for a fixed-batch model; the extra slots are all padding. Default len(crops).
+    Returns (tensor of ``dtype``, per crop (pad_x, pad_y)); a point (x, y) of a crop sits at (x + pad_x, y + pad_y).
+    Raises ValueError for no crops, a non-2-D crop, a crop larger than ``size`` or batch < len(crops).
+    """
+    n = len(crops)
+    b = n if batch is None else int(batch)
+    if n == 0 or b < n:
+        raise ValueError(f"padded_batch needs 1..batch crops, got {n} for batch {b}")
+    out_h, out_w = int(size[0]), int(size[1])
+    out = np.empty((b, 3, out_h, out_w), dtype=dtype)
+    pads = []
+    for i, crop in enumerate(crops):
+        if crop.ndim != 2:
+            raise ValueError(f"padded_batch needs (h, w) crops, got shape {crop.shape}")
+        h, w = crop.shape
+        pad_x, pad_y = centre_padding((h, w), (out_h, out_w))
+        plane = out[i, 0]
+        if (h, w) != (out_h, out_w):
+            plane.fill(pad_value)
+        plane[pad_y : pad_y + h, pad_x : pad_x + w] = crop
+        out[i, 1] = plane
+        out[i, 2] = plane
+        pads.append((float(pad_x), float(pad_y)))
+    if b > n:
+        out[n:] = pad_value
+    return out, pads
+
+
 def to_input_tensor(images: Sequence[np.ndarray]) -> np.ndarray:
     """Stack grey (h, w) images of one shape into a contiguous float32 (B, 3, h, w) tensor (grey copied to RGB).
 

@@ -7,6 +7,8 @@ are zero. So a test image with one object per class per tile yields known boxes,
 yields a truncated box in each tile, like a real model.
 
 Output shape (batch, 4 + nc, N) with N = the anchor count of a stride-32 head at imgsz (84 for 64x64).
+With ``dynamic_size=True`` the input height/width are symbolic and the graph computes its coordinate ramps and N
+from the actual input shape (like a YOLO export with dynamic height/width).
 """
 from __future__ import annotations
 
@@ -65,27 +67,55 @@ def band_model(
     n_anchors: int | None = None,
     n_out_classes: int | None = None,
     fp16_input: bool = False,
+    dynamic_size: bool = False,
 ) -> bytes:
     """Serialized ONNX model (see module docstring). ``props`` replaces the ultralytics metadata when given;
     ``n_anchors``/``n_out_classes`` let a test build a model whose output disagrees with its metadata;
-    ``fp16_input`` makes the input float16 (as ``export(half=True)`` does)."""
+    ``fp16_input`` makes the input float16 (as ``export(half=True)`` does); ``dynamic_size`` makes the input
+    height/width symbolic (``imgsz`` then only goes into the metadata)."""
     h, w = imgsz
     nc = len(names) if n_out_classes is None else n_out_classes
     n = default_anchor_count(imgsz) if n_anchors is None else n_anchors
     assert nc <= len(bands) and n >= nc
     inits = [
-        numpy_helper.from_array(np.arange(w, dtype=np.float32), "xs"),
-        numpy_helper.from_array(np.arange(1, w + 1, dtype=np.float32), "xs1"),
-        numpy_helper.from_array(np.arange(h, dtype=np.float32), "ys"),
-        numpy_helper.from_array(np.arange(1, h + 1, dtype=np.float32), "ys1"),
         numpy_helper.from_array(np.array(_BIG, dtype=np.float32), "big"),
         numpy_helper.from_array(np.array(1.0, dtype=np.float32), "one"),
         numpy_helper.from_array(np.array(0.5, dtype=np.float32), "half"),
         numpy_helper.from_array(np.array(score, dtype=np.float32), "score"),
-        numpy_helper.from_array(np.array([0, 0, 0, 0, 0, n - nc], dtype=np.int64), "pads"),
         numpy_helper.from_array(np.array([2], dtype=np.int64), "ax2"),
     ]
     nodes = [helper.make_node("ReduceMean", ["images_f"], ["grey"], axes=[1], keepdims=0)]  # (B, H, W)
+    if dynamic_size:
+        inits += [numpy_helper.from_array(np.array(v, dtype=np.int64), f"i{v}")
+                  for v in (0, 1, 2, 3, 8, 16, 32)]
+        inits += [numpy_helper.from_array(np.array([0, 0, 0, 0, 0], dtype=np.int64), "pads0"),
+                  numpy_helper.from_array(np.array(nc, dtype=np.int64), "nc"),
+                  numpy_helper.from_array(np.array([0], dtype=np.int64), "ax0")]
+        nodes += [helper.make_node("Shape", ["images"], ["shape"]),
+                  helper.make_node("Gather", ["shape", "i2"], ["H"]),
+                  helper.make_node("Gather", ["shape", "i3"], ["W"])]
+        for dim, name in (("W", "xs"), ("H", "ys")):
+            nodes += [helper.make_node("Range", ["i0", dim, "i1"], [name + "_i"]),
+                      helper.make_node("Cast", [name + "_i"], [name], to=TensorProto.FLOAT),
+                      helper.make_node("Add", [name, "one"], [name + "1"])]
+        levels = []
+        for s in (8, 16, 32):
+            nodes += [helper.make_node("Div", ["H", f"i{s}"], [f"h{s}"]),
+                      helper.make_node("Div", ["W", f"i{s}"], [f"w{s}"]),
+                      helper.make_node("Mul", [f"h{s}", f"w{s}"], [f"n{s}"])]
+            levels.append(f"n{s}")
+        nodes += [helper.make_node("Add", levels[:2], ["n_16"]), helper.make_node("Add", ["n_16", levels[2]], ["n_all"]),
+                  helper.make_node("Sub", ["n_all", "nc"], ["n_pad"]),
+                  helper.make_node("Unsqueeze", ["n_pad", "ax0"], ["n_pad1"]),
+                  helper.make_node("Concat", ["pads0", "n_pad1"], ["pads"], axis=0)]
+    else:
+        inits += [
+            numpy_helper.from_array(np.arange(w, dtype=np.float32), "xs"),
+            numpy_helper.from_array(np.arange(1, w + 1, dtype=np.float32), "xs1"),
+            numpy_helper.from_array(np.arange(h, dtype=np.float32), "ys"),
+            numpy_helper.from_array(np.arange(1, h + 1, dtype=np.float32), "ys1"),
+            numpy_helper.from_array(np.array([0, 0, 0, 0, 0, n - nc], dtype=np.int64), "pads"),
+        ]
     if fp16_input:
         nodes.insert(0, helper.make_node("Cast", ["images"], ["images_f"], to=TensorProto.FLOAT))
     else:
@@ -135,8 +165,10 @@ def band_model(
         helper.make_node("Pad", ["dense", "pads"], ["output0"], mode="constant"),
     ]
     in_type = TensorProto.FLOAT16 if fp16_input else TensorProto.FLOAT
-    inp = helper.make_tensor_value_info("images", in_type, [batch, 3, h, w])
-    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [batch, 4 + nc, n])
+    in_hw = ["height", "width"] if dynamic_size else [h, w]
+    inp = helper.make_tensor_value_info("images", in_type, [batch, 3, *in_hw])
+    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT,
+                                        [batch, 4 + nc, "anchors" if dynamic_size else n])
     if props is None:
         props = ultralytics_props(names, imgsz)
     return finish_model(nodes, inits, [inp], [out], props)

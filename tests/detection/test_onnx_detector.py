@@ -120,6 +120,11 @@ def test_check_output_shape():
         check_output_shape(meta, (1, 300, 6, 1))
     with pytest.raises(ModelPackageError, match="batch"):
         check_output_shape(meta, (0, 7, 8400))
+    # a dynamic-size model is checked against the size it was actually fed (height, width)
+    check_output_shape(meta, (1, 7, 2100), input_size=(320, 320))
+    check_output_shape(meta, (1, 7, 24 * 40 + 12 * 20 + 6 * 10), input_size=(192, 320))
+    with pytest.raises(ModelPackageError, match="input size 192x320"):
+        check_output_shape(meta, (1, 7, 8400), input_size=(192, 320))
 
 
 # ---------------------------------------------------------------- loading
@@ -215,6 +220,8 @@ def test_dynamic_input_size_model_uses_metadata_imgsz():
     raw = np.zeros((1, 7, 84), np.float32)
     raw[0, :, 5] = [32, 32, 10, 20, 0.0, 0.8, 0.0]  # class 1 at (27, 22, 37, 42)
     det = OnnxDetector(constant_model(raw, imgsz=("h", "w"), props=ultralytics_props(NAMES, (64, 64))))
+    # symbolic height/width, but its output does not follow the input size: run at the metadata size only
+    assert det.dynamic_input is False
     boxes, scores, cls = det.predict_boxes(np.random.default_rng(0).random((64, 64), dtype=np.float32), options=OPTS)
     np.testing.assert_allclose(boxes, [[27, 22, 37, 42]])
     np.testing.assert_allclose(scores, [0.8])
@@ -387,7 +394,7 @@ def test_overlap_not_below_input_size(detector):
 @pytest.mark.parametrize(
     "kwargs",
     [{"conf_threshold": 1.0}, {"conf_threshold": -0.1}, {"iou_threshold": 0.0}, {"tile_overlap_px": -1},
-     {"batch_size": 0}],
+     {"batch_size": 0}, {"dynamic_tile_px": 128}, {"single_pass_max_pixels": 1000}],
 )
 def test_options_validation(kwargs):
     with pytest.raises(ValueError):
@@ -412,3 +419,81 @@ def test_inscribed_ellipse_mask():
     assert clipped.shape == (5, 5)
     *_, empty = inscribed_ellipse(img, np.array([55, 55, 60, 60], np.float32))
     assert empty.size == 0
+
+
+# ---------------------------------------------------------------- dynamic input size, session settings
+
+
+@pytest.fixture(scope="module")
+def dynamic_detector() -> OnnxDetector:
+    return OnnxDetector(band_model(names=NAMES, dynamic_size=True), name="tiny-dyn", version="0.2")
+
+
+def _recording(monkeypatch, det):
+    shapes = []
+    real_run = det._run
+
+    def run(batch):
+        shapes.append(batch.shape)
+        return real_run(batch)
+
+    monkeypatch.setattr(det, "_run", run)
+    return shapes
+
+
+def test_fixed_model_is_not_dynamic(detector):
+    assert detector.dynamic_input is False
+
+
+def test_dynamic_model_runs_the_whole_image_in_one_padded_pass(dynamic_detector, monkeypatch):
+    assert dynamic_detector.dynamic_input is True
+    shapes = _recording(monkeypatch, dynamic_detector)
+    # objects where 64 px tiles would have seams (x 48..64, y 48..64); each class once
+    img = _image(200, 150, [(40, 44, 70, 60, CRYSTAL), (150, 100, 190, 140, AGGLOMERATE), (5, 120, 15, 130, MIMIC)])
+    boxes, scores, cls = dynamic_detector.predict_boxes(img, options=OPTS)
+    assert shapes == [(1, 3, 160, 224)]  # 150 x 200 padded up to multiples of 32, one run
+    assert sorted(zip(cls.tolist(), boxes.tolist())) == [
+        (0, [40, 44, 70, 60]), (1, [150, 100, 190, 140]), (2, [5, 120, 15, 130])]
+    np.testing.assert_allclose(scores, 0.9)
+
+
+def test_dynamic_and_fixed_exports_of_one_model_find_the_same_boxes(detector, dynamic_detector):
+    img = _image(160, 112, [(10, 10, 30, 20, CRYSTAL), (100, 60, 140, 90, AGGLOMERATE), (10, 70, 20, 80, MIMIC)])
+    fixed = detector.predict_boxes(img, options=OPTS)
+    dynamic = dynamic_detector.predict_boxes(img, options=OPTS)
+    assert sorted(zip(fixed[2].tolist(), fixed[0].tolist())) == sorted(zip(dynamic[2].tolist(), dynamic[0].tolist()))
+
+
+def test_dynamic_model_tiles_above_the_pixel_budget_and_merges_seams(dynamic_detector, monkeypatch):
+    shapes = _recording(monkeypatch, dynamic_detector)
+    options = OnnxDetectorOptions(tile_overlap_px=16, dynamic_tile_px=96, single_pass_max_pixels=96 * 96 * 2,
+                                  batch_size=8)
+    # 200 x 150 pads to 224 x 160 = 35840 > 18432 px: 96 px tiles (x 0, 80, 104; y 0, 54), batches of <= 2
+    img = _image(200, 150, [(70, 20, 110, 40, CRYSTAL)])  # crosses the seam between the first two columns
+    tiles, input_hw = dynamic_detector.plan(150, 200, options=options)
+    assert input_hw == (96, 96) and len(tiles) == 6
+    boxes, _, cls = dynamic_detector.predict_boxes(img, options=options)
+    # the 3 tiles of the first row hold parts of the object (row 2 is blank): batches of 2 + 1
+    assert [s[0] for s in shapes] == [2, 1] and all(s[2:] == (96, 96) for s in shapes)
+    assert boxes.tolist() == [[70, 20, 110, 40]] and cls.tolist() == [0]
+
+
+def test_batches_stay_within_the_pixel_budget(detector, monkeypatch):
+    shapes = _recording(monkeypatch, detector)
+    img = np.random.default_rng(0).random((64, 208), dtype=np.float32)  # 4 tiles of 64 x 64
+    options = OnnxDetectorOptions(tile_overlap_px=16, batch_size=8, dynamic_tile_px=64,
+                                  single_pass_max_pixels=2 * 64 * 64)
+    detector.predict_boxes(img, options=options)
+    assert [s[0] for s in shapes] == [2, 2]
+
+
+def test_session_uses_one_thread_per_usable_core_without_spinning():
+    det = OnnxDetector(band_model())
+    assert det.threads == od.usable_cores() >= 1
+    assert OnnxDetector(band_model(), threads=1).threads == 1
+    opts = od.session_options(3)
+    assert opts.intra_op_num_threads == 3 and opts.inter_op_num_threads == 1 and opts.enable_mem_pattern
+    assert opts.graph_optimization_level == od.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert od.session_options(1, allow_spinning=True).get_session_config_entry(
+        "session.intra_op.allow_spinning") == "1"

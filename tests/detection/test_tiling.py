@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detection.tiling import merge_tile_detections, tile_boxes, truncated_mask
+from detection.tiling import merge_tile_detections, plan_tiles, round_up, tile_boxes, truncated_mask
 
 
 @pytest.mark.parametrize(
@@ -139,3 +139,48 @@ def test_merge_does_not_modify_inputs():
     merge_tile_detections(boxes, np.array([0.7, 0.8]), None, np.array([0, 1]), TILES, iou_threshold=0.5,
                           edge_margin_px=2.0)
     np.testing.assert_array_equal(boxes, before)
+
+
+# ---------------------------------------------------------------- which passes a model runs (plan_tiles)
+PLAN = {"stride": 32, "overlap": 128, "single_pass_max_pixels": 6_000_000, "dynamic_tile_px": 1280}
+
+
+def test_round_up_known_answers():
+    assert [round_up(v, 32) for v in (1, 31, 32, 33, 1944, 2592)] == [32, 32, 32, 64, 1952, 2592]
+
+
+def test_plan_fixed_model_uses_tiles_of_its_input_size():
+    tiles, input_hw = plan_tiles(2592, 1944, fixed_input=(640, 640), **PLAN)
+    np.testing.assert_array_equal(tiles, tile_boxes(2592, 1944, tile=640, overlap=128))
+    assert input_hw == (640, 640) and len(tiles) == 20
+
+
+def test_plan_dynamic_model_runs_the_whole_image_padded_to_the_stride():
+    tiles, input_hw = plan_tiles(2592, 1944, fixed_input=None, **PLAN)
+    np.testing.assert_array_equal(tiles, [[0, 0, 2592, 1944]])
+    assert input_hw == (1952, 2592)  # (height, width); 1944 padded up to 61 x 32
+    tiles, input_hw = plan_tiles(1112, 1000, fixed_input=None, **PLAN)
+    np.testing.assert_array_equal(tiles, [[0, 0, 1112, 1000]])
+    assert input_hw == (1024, 1120)
+    # a small image is padded, never enlarged
+    assert plan_tiles(50, 20, fixed_input=None, **PLAN)[1] == (32, 64)
+
+
+def test_plan_dynamic_model_tiles_an_image_above_the_pixel_budget():
+    # 4000 x 3000 = 12 MP > 6 MP: 1280 px tiles, 128 px overlap; input = tile (already a multiple of 32)
+    tiles, input_hw = plan_tiles(4000, 3000, fixed_input=None, **PLAN)
+    np.testing.assert_array_equal(tiles, tile_boxes(4000, 3000, tile=1280, overlap=128))
+    assert input_hw == (1280, 1280) and len(tiles) == 4 * 3
+    # the budget counts padded pixels: 2000 x 1000 pads to 2016 x 1024 = 2064384 > 2000000
+    budget = {**PLAN, "single_pass_max_pixels": 2_000_000, "dynamic_tile_px": 1000}
+    tiles, input_hw = plan_tiles(2000, 1000, fixed_input=None, **budget)
+    assert len(tiles) == 3 and input_hw == (1024, 1024)  # 1000 px tiles padded to 1024
+
+
+def test_plan_tiles_errors():
+    with pytest.raises(ValueError):
+        plan_tiles(0, 10, fixed_input=None, **PLAN)
+    with pytest.raises(ValueError):
+        plan_tiles(100, 100, fixed_input=None, **{**PLAN, "stride": 0})
+    with pytest.raises(ValueError):
+        plan_tiles(5000, 5000, fixed_input=None, **{**PLAN, "overlap": 1280})

@@ -6,9 +6,11 @@ import pytest
 
 from detection.yolo import (
     PAD_VALUE,
+    centre_padding,
     decode_output,
     letterbox,
     nms,
+    padded_batch,
     pairwise_iou,
     to_input_tensor,
     unletterbox_boxes,
@@ -164,3 +166,39 @@ def test_unletterbox_inverse_of_letterbox_mapping():
     scale, pad = 0.5, (3.0, 7.0)
     fwd = boxes * scale + np.array([3, 7, 3, 7], np.float32)
     np.testing.assert_allclose(unletterbox_boxes(fwd, scale=scale, pad=pad), boxes)
+
+
+def test_padded_batch_equals_letterbox_without_scaling_and_replicates_channels():
+    rng = np.random.default_rng(1)
+    crops = [rng.random((300, 500), dtype=np.float32), rng.random((64, 64), dtype=np.float32)]
+    before = [c.copy() for c in crops]
+    x, pads = padded_batch(crops, size=(320, 512))
+    assert x.shape == (2, 3, 320, 512) and x.dtype == np.float32 and x.flags.c_contiguous
+    for i, crop in enumerate(crops):
+        expected, scale, pad = letterbox(crop, size=(320, 512))
+        assert scale == 1.0 and pads[i] == pad
+        for c in range(3):
+            np.testing.assert_array_equal(x[i, c], expected)
+        np.testing.assert_array_equal(crop, before[i])  # inputs untouched
+    assert pads[0] == (6.0, 10.0)
+
+
+def test_padded_batch_fills_a_fixed_batch_with_padding_and_casts():
+    crop = np.full((32, 32), 0.25, np.float32)
+    x, pads = padded_batch([crop], size=(32, 32), batch=3, dtype=np.float16)
+    assert x.shape == (3, 3, 32, 32) and x.dtype == np.float16 and pads == [(0.0, 0.0)]
+    assert np.all(x[0] == np.float16(0.25)) and np.all(x[1:] == np.float16(PAD_VALUE))
+
+
+def test_centre_padding_and_padded_batch_errors():
+    assert centre_padding((31, 30), (32, 32)) == (1, 0)  # odd pixel right/bottom, as letterbox
+    with pytest.raises(ValueError, match="does not fit"):
+        centre_padding((33, 10), (32, 32))
+    with pytest.raises(ValueError, match="does not fit"):
+        padded_batch([np.zeros((10, 40), np.float32)], size=(32, 32))
+    with pytest.raises(ValueError):
+        padded_batch([], size=(32, 32))
+    with pytest.raises(ValueError):
+        padded_batch([np.zeros((8, 8), np.float32)] * 2, size=(32, 32), batch=1)
+    with pytest.raises(ValueError, match=r"\(h, w\)"):
+        padded_batch([np.zeros((8, 8, 3), np.float32)], size=(32, 32))
