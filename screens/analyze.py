@@ -1,66 +1,80 @@
-"""Analyze: upload an image (or pick a sample), see the cleaned image with detections, counts, sizes, CSVs.
-Every analysis is saved in the vault (original, cleaned image, result, CSVs); settings changes are saved too."""
+"""Analyze: upload one or many micrographs (or pick a sample), pick the calibration profile, product and lot, and see
+each image's result and the batch summary. Every analysis is saved in the vault with those labels.
+
+When analysis runs: a sample or a single uploaded image is analysed at once (no extra click); several uploaded
+images wait for the "Analyse" button, so the technician can finish adding files and labels first. Each image is
+analysed once per detector and options (profile, thresholds): reruns and added files reuse what this session has
+already done (ui.batch; session memory only, dropped at lock). Thresholds live on the Settings screen.
+"""
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 
 import streamlit as st
 
 from analysis.errors import CrystalQCError
 from analysis.io import load_image
-from analysis.pipeline import AnalysisOptions, analyze_bytes
-from ui import models, session
-from ui.analyses import report_csvs, save_analysis
+from ui import batch, models, session
+from ui.analyses import read_original, report_csvs
 from ui.resources import get_detector, get_model_detector, sample_images
-from ui.result_view import render_result
-from ui.settings import DETECTORS, MAX_PIXEL_SIZE_UM
+from ui.result_view import render_batch_summary, render_result
+from ui.settings import analysis_options
+from vault import VaultError
 
-LAST = "last_analysis"  # (run key, AnalysisInfo | None, ImageResult) of this session; dropped at lock
+RUNS = "analyze_runs"        # {run key: batch.Outcome} of this session (results without images); dropped at lock
+VIEWED = "analyze_viewed"    # (run key, cleaned image) of the image being looked at; dropped at lock
+LABELS = "analyze_labels"    # {"product", "lot", "profile"} as last entered: kept while the widgets are not shown
+SAMPLE_NONE = "—"
 
 
-def _save_setting(field: str, key: str) -> None:
-    """on_change of a settings widget: persist it in the vault (audited as settings_change)."""
-    value = st.session_state.get(key)
-    if field == "pixel_size_um":
-        value = float(value or 0.0)
-    try:
-        session.update_settings(**{field: value})
-    except (CrystalQCError, ValueError, OSError) as e:
-        session.set_notice("error", f"The setting could not be saved: {e}")
+def _remember_label(field: str) -> None:
+    """on_change of a label widget: remember it beyond the widget's life (other screens drop widget state)."""
+    st.session_state.setdefault(LABELS, {})[field] = st.session_state.get(f"label_{field}", "")
 
 
 vault = session.require_vault()
 prefs = session.settings()
+remembered = st.session_state.get(LABELS, {})
 st.title("Analyze an image")
 
 with st.sidebar:
-    st.subheader("Measurement")
-    pixel_size = st.number_input("Pixel size (µm per pixel, 0 = uncalibrated)", min_value=0.0,
-                                 max_value=MAX_PIXEL_SIZE_UM - 1.0, value=prefs.pixel_size_um, step=0.01,
-                                 format="%.4f", key="pixel_size", on_change=_save_setting,
-                                 args=("pixel_size_um", "pixel_size"))
-    include_border = st.checkbox("Count particles touching the border", value=prefs.include_border,
-                                 key="include_border", on_change=_save_setting,
-                                 args=("include_border", "include_border"))
-    detector_kind = st.selectbox("Detector", list(DETECTORS), index=DETECTORS.index(prefs.detector), key="detector",
-                                 help="auto uses the model activated on the Models screen, else the shipped model"
-                                      " when one is installed, else the classical one",
-                                 on_change=_save_setting, args=("detector", "detector"))
+    st.subheader("This batch")
+    profiles = batch.profile_options(prefs)
+    profile = st.selectbox("Calibration profile", profiles, format_func=batch.profile_label,
+                           index=batch.default_profile_index(prefs, remembered.get("profile")), key="label_profile",
+                           on_change=_remember_label, args=("profile",),
+                           help="µm per pixel of the microscope and objective; add profiles on the Settings screen")
+    product = st.text_input("Product", value=remembered.get("product", ""), key="label_product", max_chars=80,
+                            on_change=_remember_label, args=("product",))
+    lot = st.text_input("Lot", value=remembered.get("lot", ""), key="label_lot", max_chars=80,
+                        on_change=_remember_label, args=("lot",))
+    st.caption("The labels are saved with each analysis run after they are set. Thresholds, the detector and the "
+               "border rule are on the Settings screen.")
 
-upload = st.file_uploader("Micrograph (PNG, JPEG, TIFF or BMP)", type=["png", "jpg", "jpeg", "tif", "tiff", "bmp"],
-                          key="upload")
+uploads = st.file_uploader("Micrographs (PNG, JPEG, TIFF or BMP; one or many)",
+                           type=["png", "jpg", "jpeg", "tif", "tiff", "bmp"], accept_multiple_files=True,
+                           key="upload")
 samples = sample_images()
-sample_name = st.selectbox("…or try a sample image", ["—"] + [p.name for p in samples], key="sample")
+sample_name = st.selectbox("…or try a sample image", [SAMPLE_NONE] + [p.name for p in samples], key="sample")
 
-source: tuple[str, bytes, str] | None = None
-if upload is not None:
-    source = (upload.name, upload.getvalue(), "upload")
-elif sample_name != "—":
+items: list[batch.Item] = []
+for up in uploads or []:
+    items.append(batch.Item(up.name, "upload", f"upload:{up.file_id}", up.getvalue))
+if not items and sample_name != SAMPLE_NONE:
     path = next(p for p in samples if p.name == sample_name)
-    source = (path.name, path.read_bytes(), "sample")
+    stat = path.stat()
+    items.append(batch.Item(path.name, "sample", f"sample:{path.name}:{stat.st_size}:{stat.st_mtime_ns}",
+                            path.read_bytes))
+if not items:
+    st.info("Upload one or more micrographs, or pick a sample, to start. Every analysis is saved in the encrypted "
+            "vault with the calibration profile, product and lot chosen in the sidebar.")
+    st.stop()
 
-if source is None:
-    st.info("Upload a micrograph or pick a sample to start. Every analysis is saved in the encrypted vault.")
+try:
+    labels = batch.check_labels(product, lot, profile=profile)
+    options = analysis_options(prefs, profile=profile)
+except ValueError as e:
+    st.error(f"{e} Correct it in the sidebar to analyse.")
     st.stop()
 
 
@@ -78,31 +92,85 @@ try:
 except CrystalQCError as e:
     st.error(f"The active model cannot be used: {e}")
     st.stop()
-options = AnalysisOptions(pixel_size_um=pixel_size or None, include_border=include_border)
-name, data, kind = source
-# Reruns (any widget change) reuse the result of the same image and options; kept in this session's memory only.
-run_key = (name, hashlib.sha256(data).hexdigest(), detector_kind, active_model.sha256 if active_model else "",
-           repr(options))
-cached = st.session_state.get(LAST)
-if cached is not None and cached[0] == run_key:
-    _, info, result = cached
-else:
-    st.session_state.pop(LAST, None)
-    try:
-        with st.spinner(f"Analysing {name}…"):
-            result = analyze_bytes(data, name=name, detector=_detector(detector_kind, active_model),
-                                   options=options)
-    except CrystalQCError as e:
-        st.error(f"Cannot analyse {name}: {e}")
-        st.stop()
-    try:
-        info = save_analysis(vault, data, result, source=kind, user=vault.user)
-    except (CrystalQCError, OSError) as e:
-        info = None
-        st.error(f"The analysis could not be saved in the vault: {e}")
-    st.session_state[LAST] = (run_key, info, result)
+detector_id = f"{prefs.detector}:{active_model.sha256 if active_model else ''}"
+runs: dict[str, batch.Outcome] = st.session_state.setdefault(RUNS, {})
+keys = [batch.run_key(item.identity, detector_id=detector_id, options=options) for item in items]
+pending = [(k, item) for k, item in zip(keys, items) if k not in runs]
 
-if info is not None:
-    st.caption(f"Saved in the vault as analysis {info.analysis_id} (see History).")
+if pending:
+    auto = len(items) == 1
+    label = f"Analyse {len(pending)} image{'s' if len(pending) > 1 else ''}"
+    slot = st.empty()  # the button, then the progress bar, in one place; cleared when the batch is done
+    if auto or slot.button(label, type="primary", key="analyze_run"):
+        bar = slot.progress(0.0, text="Starting…")
+
+        def _progress(done: int, total: int, name: str) -> None:
+            bar.progress(done / max(total, 1), text=f"Analysing {name} ({done + 1} of {total})…" if name else "Done")
+
+        try:
+            detector = _detector(prefs.detector, active_model)
+        except CrystalQCError as e:
+            slot.empty()
+            st.error(f"The detector cannot be loaded: {e}")
+            st.stop()
+        outcomes = batch.run_items([item for _, item in pending], detector=detector, options=options, vault=vault,
+                                   user=vault.user, labels=labels, progress=_progress)
+        for (k, _), outcome in zip(pending, outcomes):
+            batch.remember(runs, k, outcome)
+        slot.empty()
+    else:
+        st.info(f"{len(pending)} of {len(items)} images are ready to be analysed with "
+                f"{batch.profile_label(profile)}; press “{label}”.")
+
+done = [(k, runs[k]) for k in keys if k in runs]
+if not done:
+    st.stop()
+
+for _, outcome in done:
+    message = outcome.message()
+    if message is not None:
+        (st.error if message[0] == "error" else st.warning)(message[1])
+
+saved = [o.info for _, o in done if o.info is not None]
+if len(saved) == 1:
+    st.caption(f"Saved in the vault as analysis {saved[0].analysis_id} (see History).")
+elif saved:
+    st.caption(f"{len(saved)} analyses saved in the vault (see History).")
+
+viewable = [(k, o) for k, o in done if o.result is not None]
+if len(done) > 1:
+    st.subheader(f"Batch of {len(done)} images")
+    render_batch_summary([o for _, o in done], key="analyze")
+    st.divider()
+
+if not viewable:
+    st.stop()
+if len(viewable) > 1:
+    index = st.selectbox("Image to view", range(len(viewable)), key="analyze_view_image",
+                         format_func=lambda i: f"{i + 1}. {viewable[i][1].name}")
+else:
+    index = 0
+key, outcome = viewable[index]
+
+cached = st.session_state.get(VIEWED)
+if cached is not None and cached[0] == key:
+    cleaned = cached[1]
+else:
+    st.session_state.pop(VIEWED, None)
+    try:
+        cleaned = batch.cleaned_image(outcome, vault)
+    except (CrystalQCError, VaultError) as e:
+        cleaned = None
+        st.warning(f"The cleaned image could not be read from the vault: {e}")
+    st.session_state[VIEWED] = (key, cleaned)
+result = dataclasses.replace(outcome.result, cleaned=cleaned)
+info = outcome.info
+
+
+def _original():
+    """The original of the viewed image, decrypted from the vault and decoded only when asked for."""
+    return load_image(read_original(vault, info), name=result.name, max_pixels=options.max_pixels)[0]
+
+
 render_result(result, csvs=report_csvs(result), analysis_id=info.analysis_id if info else None, key="analyze",
-              original=lambda: load_image(data, name=name, max_pixels=options.max_pixels)[0])
+              original=_original if info is not None else None, info=info)

@@ -118,7 +118,8 @@ class Outcome:
     def message(self) -> tuple[str, str] | None:
         """("error" | "warning", text) to show for this image, or None when there is nothing to say."""
         if self.result is None:
-            return "error", f"{self.name} could not be analysed: {self.error}"
+            detail = self.error.removeprefix(f"{self.name}: ")  # io's messages start with the name already
+            return "error", f"{self.name} could not be analysed: {detail}"
         if self.info is None:
             return "error", (f"{self.name} was analysed but could not be saved in the vault: {self.error}. "
                              "Its result is shown below; analyse it again to save it.")
@@ -208,8 +209,8 @@ def analysed(outcomes: Sequence[Outcome]) -> list[ImageResult]:
 
 
 def overview_table(outcomes: Sequence[Outcome]) -> pd.DataFrame:
-    """One row per image (failed ones too): status, counts, agglomerate %, number-weighted D10/D50/D90 and span in
-    the image's unit, analysis id."""
+    """One row per image (failed ones too): status, counts, agglomerate %, number-weighted D10/D50/D90 and span
+    (3 significant digits, in the image's unit; the CSVs have full precision), analysis id and message."""
     rows = []
     for o in outcomes:
         row = {"image": o.name, "status": "not analysed" if o.result is None else
@@ -221,8 +222,8 @@ def overview_table(outcomes: Sequence[Outcome]) -> pd.DataFrame:
             s = summarize_particles(r.particles, pixel_size_um=r.pixel_size_um, include_border=r.include_border)
             dv = s.number_um if s.number_um is not None else s.number
             row.update({"crystals": s.n_crystals, "agglomerates": s.n_agglomerates,
-                        "agglomerates %": _pct(s.agglomerate_fraction), "D10": _finite(dv.d10),
-                        "D50": _finite(dv.d50), "D90": _finite(dv.d90), "span": _finite(dv.span),
+                        "agglomerates %": _pct(s.agglomerate_fraction), "D10": _sig(dv.d10),
+                        "D50": _sig(dv.d50), "D90": _sig(dv.d90), "span": _sig(dv.span),
                         "unit": "µm" if r.pixel_size_um is not None else "px"})
         rows.append(row)
     return pd.DataFrame(rows, columns=["image", "status", "crystals", "agglomerates", "agglomerates %", "D10", "D50",
@@ -291,8 +292,9 @@ def _parse_time(text: str) -> datetime | None:
         return None
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
+def _sig(x: float) -> float | None:
+    """``x`` to 3 significant digits (as the metrics show it), None when not finite."""
+    return float(f"{x:.3g}") if math.isfinite(x) else None
 
 
 def _pct(x: float) -> float | None:
