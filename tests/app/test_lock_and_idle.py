@@ -8,10 +8,11 @@ import numpy as np
 from analysis.records import ImageResult
 from tests.app.conftest import APP, crystal_image, events, new_app, pick_sample, png_bytes, titles, unlock
 from ui.analyses import AnalysisInfo, StoredAnalysis
+from ui.batch import Outcome
 from ui.settings import AppSettings
 from vault import Vault
 
-DATA_TYPES = (ImageResult, StoredAnalysis, AnalysisInfo, AppSettings, Vault, np.ndarray, bytes, bytearray)
+DATA_TYPES = (ImageResult, StoredAnalysis, AnalysisInfo, AppSettings, Vault, np.ndarray, bytes, bytearray, Outcome)
 
 
 def _holds_data(value) -> bool:
@@ -19,6 +20,8 @@ def _holds_data(value) -> bool:
         return True
     if isinstance(value, (tuple, list)):
         return any(_holds_data(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_data(v) for v in value.values())
     return hasattr(value, "getvalue")  # an UploadedFile
 
 
@@ -30,7 +33,7 @@ def _analysed_and_opened(at):
     at.button(key="history_open").click()
     at.run()
     state = at.session_state.to_dict()
-    assert "last_analysis" in state and "history_opened" in state and "vault" in state
+    assert "analyze_runs" in state and "history_opened" in state and "vault" in state
     assert any(_holds_data(v) for v in state.values())
     return at
 
@@ -41,7 +44,8 @@ def _assert_locked_and_empty(at, vault: Vault) -> None:
     assert vault.is_locked
     state = at.session_state.to_dict()
     assert not [k for k, v in state.items() if _holds_data(v)], state
-    assert not {"vault", "last_analysis", "history_opened", "settings", "upload", "last_activity"} & state.keys()
+    assert not {"vault", "analyze_runs", "analyze_viewed", "analyze_labels", "history_opened", "settings", "upload",
+                "last_activity"} & state.keys()
     assert not at.metric and not at.get("download_button")
 
 
