@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from collab import researcher as rtool
 from collab.dataset import build_training_set, seal_export
 from tests.collab import roundtrip
 from tests.collab.conftest import options
@@ -24,7 +25,7 @@ def _small_golden(monkeypatch):
 
 
 @pytest.mark.skipif(not (SHIPPED / "model.onnx").is_file(), reason="no shipped model in weights/")
-def test_export_decrypt_package_sign_import_accept(vault, analyses, researcher, key_file, tmp_path):
+def test_export_decrypt_package_sign_import_accept(vault, analyses, researcher, key_file, tmp_path, capsys):
     ts = build_training_set(vault, analyses, options(), recipient=researcher)
     export = tmp_path / "export.age"
     export.write_bytes(seal_export(vault, ts, user="lead", qc_lead_confirmed=True))
@@ -34,6 +35,10 @@ def test_export_decrypt_package_sign_import_accept(vault, analyses, researcher, 
                   "--out", str(data_dir))
     config = roundtrip.check_yolo_folder(data_dir)
     assert config["images"] == {"train": 2, "val": 1}
+    # the researcher's evaluation on the export's validation image (the plant's labels as truth)
+    assert rtool.main(["evaluate", "--data", str(data_dir), "--model", str(SHIPPED / "model.onnx")]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("export-val")]
+    assert len(row) == 1 and "onnx:crystal-yolo11n 1.0.0" in row[0] and row[0].split()[3] == "1"  # n = 1 image
 
     # (training would happen here: tests_training/) - the shipped weights stand in for the fine-tuned model
     manifest = json.loads((SHIPPED / "manifest.json").read_text())
