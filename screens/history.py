@@ -54,7 +54,7 @@ def open_section(vault, shown: list) -> None:
         st.error(f"The reports of this analysis cannot be read: {e}")
         return
     # The original may be large: a deferred download, decrypted (and audited as export) only when clicked.
-    render_result(opened.result, csvs=csvs, analysis_id=opened.info.analysis_id, key="history",
+    render_result(opened.result, csvs=csvs, analysis_id=opened.info.analysis_id, key="history", info=opened.info,
                   extra_downloads=lambda: st.download_button(
                       "Download original image", lambda: export_original(vault, opened.info, user=vault.user),
                       file_name=opened.info.image_name, key="history_dl_original"))
