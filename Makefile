@@ -6,7 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PORT   ?= 8501
 
-.PHONY: run test bench train evaluate clean-venv
+.PHONY: run test bench train evaluate clean-venv screenshots
 
 # Training lives in its own venv (torch + ultralytics, several GB); the app never needs it. See docs/training.md.
 TRAIN_VENV := .venv-train
@@ -34,6 +34,11 @@ run: $(VENV)/.runtime-stamp
 
 test: $(VENV)/.dev-stamp
 	$(PY) -m pytest -q -n 2 tests
+
+# README screenshots of the main screens, taken by the browser test (tests/e2e/test_browser.py) in Debian's chromium
+# (apt-get install chromium; fonts-noto-color-emoji draws the menu icons).
+screenshots: $(VENV)/.dev-stamp
+	CRYSTALQC_SCREENSHOTS=$(CURDIR)/docs/screenshots $(PY) -m pytest -q tests/e2e/test_browser.py -k real_browser
 
 bench: $(VENV)/.dev-stamp
 	$(PY) bench/bench_pipeline.py

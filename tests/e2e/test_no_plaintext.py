@@ -20,12 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import secrets
-import socket
 import struct
-import subprocess
-import sys
 import tempfile
 import time
 import zlib
@@ -33,20 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
-PASSPHRASE = "correct horse battery staple"
+from tests.e2e.conftest import PASSPHRASE, ROOT, Server
+
 MIB = 1024 * 1024
-
-# Loaded by the server processes through PYTHONPATH: every rollover of a SpooledTemporaryFile (or any other
-# tempfile.TemporaryFile) becomes a named, kept file in TMPDIR, so a folder scan sees it.
-SITECUSTOMIZE = '''
-import tempfile as _t
-def _visible(*args, **kwargs):
-    kwargs.update(delete=False, prefix="spill-")
-    return _t.NamedTemporaryFile(*args, **kwargs)
-_t.TemporaryFile = _visible
-'''
-
 
 # ------------------------------------------------------------------------------------------------ helpers
 def marked_png(marker: bytes, *, min_bytes: int = int(1.5 * MIB)) -> bytes:
@@ -155,63 +140,6 @@ def test_analyse_save_reopen_export_lock_leaves_no_plaintext(tmp_path, monkeypat
 
 
 # ------------------------------------------------------------------------------------------------ 2: over HTTP
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``streamlit run <script>`` in a subprocess with its own TMPDIR/HOME and the TemporaryFile spy."""
-
-    def __init__(self, script: Path, cwd: Path, base: Path, extra_env: dict[str, str]):
-        self.port = _free_port()
-        self.tmp, self.home, site = base / "tmp", base / "home", base / "site"
-        for d in (self.tmp, self.home, site):
-            d.mkdir(parents=True)
-        (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CRYSTALQC_", "XDG_", "STREAMLIT_"))}
-        env.update(TMPDIR=str(self.tmp), HOME=str(self.home), PYTHONPATH=str(site), **extra_env)
-        for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-            env.pop(var, None)
-        self.log = base / "server.log"
-        self._log_file = open(self.log, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(self.port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
-            cwd=cwd, env=env, stdout=self._log_file, stderr=subprocess.STDOUT)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_ready(self, http, timeout_s: float = 60.0) -> str:
-        """Wait for /_stcore/health; return the XSRF cookie it sets."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {self.log.read_text(errors='replace')[-2000:]}")
-            try:
-                r = http.get(f"{self.url}/_stcore/health", timeout=2)
-                if r.status_code == 200:
-                    return r.cookies.get("_streamlit_xsrf")
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError("server did not become ready")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self._log_file.close()
-
-
 def upload_like_the_browser(server: Server, http, xsrf: str, file_name: str, payload: bytes) -> int:
     """Open a session over the websocket, let the main script run once, PUT the file; return the HTTP status."""
     from streamlit.proto.BackMsg_pb2 import BackMsg
