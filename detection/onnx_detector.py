@@ -7,7 +7,8 @@ Flow for one image (float32 (H, W) in [0, 1]): plan the passes (:func:`detection
 
 * a model exported with a fixed input size (e.g. 640x640) runs on full-size tiles of that size with an overlap;
 * a model exported with dynamic height/width runs on the whole image in one pass (padded up to a multiple of the
-  stride) while that stays within ``OnnxDetectorOptions.single_pass_max_pixels``, else on large square tiles.
+  stride) while that stays within ``OnnxDetectorOptions.single_pass_max_pixels``, else on the fewest equal large
+  tiles that do.
 
 Pixels are never rescaled (the model was trained at the native pixel scale; a tile smaller than the input is
 padded). Blank tiles are skipped; tiles run in batches written straight into the input tensor; decode; per-tile
@@ -45,6 +46,11 @@ EDGE_MARGIN_PX = 4.0
 #: A tile is blank when, after 4x4 block averaging, max - min grey level is below this (see ``_tile_is_blank``).
 BLANK_RANGE = 0.03
 _BLANK_BLOCK = 4
+#: Smallest pass budget accepted (pixels): one 64 x 64 input.
+MIN_PASS_PIXELS = 64 * 64
+#: Peak activation memory of a yolo11n pass per input megapixel, measured with onnxruntime 1.32 (RSS growth: 5.1 MP
+#: -> ~690 MB, 1.3 MP -> ~80-170 MB); onnxruntime's arena keeps the peak for the session's lifetime.
+MB_PER_MEGAPIXEL = 135
 
 #: refine(image, box) -> (x_min, y_min, x_max, y_max, mask); box is float32 (4,) xyxy in image pixels.
 RefineFn = Callable[[np.ndarray, np.ndarray], tuple[int, int, int, int, np.ndarray]]
@@ -62,9 +68,9 @@ class OnnxDetectorOptions:
     ``class_agnostic_nms``: suppress overlapping boxes whatever their class, so one object is never counted twice
     as both 'crystal' and 'agglomerate'.
     ``skip_empty_tiles``: do not run the model on tiles that are blank (flat background, see BLANK_RANGE).
-    ``single_pass_max_pixels`` (dynamic-size models only): largest padded image run in one pass. 6 MP covers
-    2592x1944 (5.1 MP padded); a pass of that size holds about PEAK_MB_PER_MP MB per megapixel of activations.
-    ``dynamic_tile_px`` (dynamic-size models only): tile side for images above that budget.
+    ``single_pass_max_pixels``: most input pixels in one model run (a pass of a dynamic-size model, or a batch of
+    fixed-size tiles). A run holds about MB_PER_MEGAPIXEL MB of activations per input megapixel, kept afterwards by
+    onnxruntime's memory arena; 3 MP (~0.4 GB) runs 1280x1024 whole and 2592x1944 as two 1360x1944 tiles.
     """
 
     conf_threshold: float = 0.25
@@ -73,8 +79,7 @@ class OnnxDetectorOptions:
     batch_size: int = 4
     skip_empty_tiles: bool = True
     class_agnostic_nms: bool = True
-    single_pass_max_pixels: int = 6_000_000
-    dynamic_tile_px: int = 1280
+    single_pass_max_pixels: int = 3_000_000
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.conf_threshold < 1.0:
@@ -85,13 +90,8 @@ class OnnxDetectorOptions:
             raise ValueError(f"tile_overlap_px must be >= 0, got {self.tile_overlap_px}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not self.tile_overlap_px < self.dynamic_tile_px:
-            raise ValueError(f"dynamic_tile_px ({self.dynamic_tile_px}) must exceed tile_overlap_px")
-        if self.single_pass_max_pixels < self.dynamic_tile_px**2:
-            raise ValueError(
-                f"single_pass_max_pixels ({self.single_pass_max_pixels}) must hold one dynamic tile "
-                f"({self.dynamic_tile_px}^2 pixels)"
-            )
+        if self.single_pass_max_pixels < MIN_PASS_PIXELS:
+            raise ValueError(f"single_pass_max_pixels must be >= {MIN_PASS_PIXELS}, got {self.single_pass_max_pixels}")
 
 
 def exclusion_for_class(name: str) -> str | None:
@@ -288,12 +288,12 @@ class OnnxDetector:
              ) -> tuple[np.ndarray, tuple[int, int]]:
         """Tiles (int64 (T, 4) xyxy) and model input (height, width) for an image of this size (module docstring).
 
-        Raises ValueError when the tile overlap is not smaller than the tile size.
+        Raises ValueError when the tile overlap is not smaller than a fixed model's input, or no tiling fits
+        ``options.single_pass_max_pixels``.
         """
         in_h, in_w = self._meta.imgsz
-        tile_min = options.dynamic_tile_px if self._dynamic else min(in_h, in_w)
-        if options.tile_overlap_px >= tile_min:
-            raise ValueError(f"tile_overlap_px {options.tile_overlap_px} must be below the tile size {tile_min}")
+        if not self._dynamic and options.tile_overlap_px >= min(in_h, in_w):
+            raise ValueError(f"tile_overlap_px {options.tile_overlap_px} must be below the model input {in_h}x{in_w}")
         return plan_tiles(
             width,
             height,
@@ -301,7 +301,6 @@ class OnnxDetector:
             stride=self._meta.stride,
             overlap=options.tile_overlap_px,
             single_pass_max_pixels=options.single_pass_max_pixels,
-            dynamic_tile_px=options.dynamic_tile_px,
         )
 
     def predict_boxes(

@@ -23,7 +23,7 @@ the union of step 3 handles the larger ones.
 
 Which tiles a model runs on (:func:`plan_tiles`): a model with a fixed input size gets tiles of that size; a model
 that accepts any input size (exported with dynamic height/width) gets the whole image in one pass, padded up to a
-multiple of its stride, while the padded image stays within a pixel budget, and large square tiles beyond it.
+multiple of its stride, while the padded image stays within a pixel budget, and the fewest equal large tiles beyond.
 """
 from __future__ import annotations
 
@@ -71,6 +71,10 @@ def round_up(value: int, multiple: int) -> int:
     return -(-int(value) // int(multiple)) * int(multiple)
 
 
+#: Most tiles per axis :func:`plan_tiles` considers for a dynamic-size model.
+MAX_GRID = 64
+
+
 def plan_tiles(
     width: int,
     height: int,
@@ -79,27 +83,48 @@ def plan_tiles(
     stride: int,
     overlap: int,
     single_pass_max_pixels: int,
-    dynamic_tile_px: int,
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """The tiles to run a model on for a ``width`` x ``height`` image, and the model input (height, width) for them.
 
     ``fixed_input``: the (height, width) a fixed-size model accepts, or None for a model with dynamic height/width.
     Fixed: tiles of the input size with ``overlap`` (:func:`tile_boxes`); each is padded to the input.
-    Dynamic: one tile = the whole image when its size rounded up to ``stride`` has at most
-    ``single_pass_max_pixels`` pixels; otherwise ``dynamic_tile_px`` square tiles with ``overlap``. The input is
-    the tile size rounded up to a multiple of ``stride`` (padding only; pixels are never rescaled).
-    Returns (int64 (T, 4) xyxy tiles, (input_height, input_width)). Raises ValueError as :func:`tile_boxes`.
+    Dynamic: the fewest input pixels in passes of at most ``single_pass_max_pixels`` (sizes rounded up to
+    ``stride``): the whole image in one pass when it fits, else an nx x ny grid of equal tiles overlapping by at
+    least ``overlap`` (e.g. 2592x1944 at 3 MP: two 1360x1944 tiles). The input is the tile size rounded up to a
+    multiple of ``stride`` (padding only; pixels are never rescaled).
+    Returns (int64 (T, 4) xyxy tiles, (input_height, input_width)). Raises ValueError for a non-positive size or
+    stride, an overlap outside [0, tile), or a budget no grid of up to MAX_GRID x MAX_GRID tiles fits.
     """
     if width <= 0 or height <= 0:
         raise ValueError(f"image size must be positive, got {width}x{height}")
     if fixed_input is not None:
         return tile_boxes(width, height, tile=fixed_input, overlap=overlap), (int(fixed_input[0]), int(fixed_input[1]))
-    if stride <= 0:
-        raise ValueError(f"stride must be positive, got {stride}")
-    if round_up(width, stride) * round_up(height, stride) <= single_pass_max_pixels:
+    if stride <= 0 or overlap < 0:
+        raise ValueError(f"stride must be positive and overlap >= 0, got {stride} and {overlap}")
+    best: tuple[int, int, int] | None = None  # (total padded pixels, tile height, tile width)
+    for ny in range(1, MAX_GRID + 1):
+        tile_h = -(-(height + (ny - 1) * overlap) // ny)
+        if ny > 1 and tile_h <= overlap:
+            break
+        for nx in range(1, MAX_GRID + 1):
+            tile_w = -(-(width + (nx - 1) * overlap) // nx)
+            if nx > 1 and tile_w <= overlap:
+                break
+            area = round_up(tile_h, stride) * round_up(tile_w, stride)
+            if area <= single_pass_max_pixels:
+                if best is None or nx * ny * area < best[0]:
+                    best = (nx * ny * area, tile_h, tile_w)
+                break  # more columns for this row count only add overlap
+    if best is None:
+        raise ValueError(f"no grid of up to {MAX_GRID}x{MAX_GRID} tiles with overlap {overlap} fits passes of "
+                         f"{single_pass_max_pixels} pixels for a {width}x{height} image")
+    _, tile_h, tile_w = best
+    if tile_h >= height and tile_w >= width:
         tiles = np.array([[0, 0, width, height]], dtype=np.int64)
     else:
-        tiles = tile_boxes(width, height, tile=dynamic_tile_px, overlap=overlap)
+        # an axis that needs no split gets one tile as large as the image (tile_boxes clips it)
+        tiles = tile_boxes(width, height, overlap=overlap,
+                           tile=(max(tile_h, overlap + 1), max(tile_w, overlap + 1)))
     tile_w, tile_h = int(tiles[0, 2] - tiles[0, 0]), int(tiles[0, 3] - tiles[0, 1])
     return tiles, (round_up(tile_h, stride), round_up(tile_w, stride))
 

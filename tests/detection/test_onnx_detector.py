@@ -394,7 +394,7 @@ def test_overlap_not_below_input_size(detector):
 @pytest.mark.parametrize(
     "kwargs",
     [{"conf_threshold": 1.0}, {"conf_threshold": -0.1}, {"iou_threshold": 0.0}, {"tile_overlap_px": -1},
-     {"batch_size": 0}, {"dynamic_tile_px": 128}, {"single_pass_max_pixels": 1000}],
+     {"batch_size": 0}, {"single_pass_max_pixels": 1000}],
 )
 def test_options_validation(kwargs):
     with pytest.raises(ValueError):
@@ -466,23 +466,21 @@ def test_dynamic_and_fixed_exports_of_one_model_find_the_same_boxes(detector, dy
 
 def test_dynamic_model_tiles_above_the_pixel_budget_and_merges_seams(dynamic_detector, monkeypatch):
     shapes = _recording(monkeypatch, dynamic_detector)
-    options = OnnxDetectorOptions(tile_overlap_px=16, dynamic_tile_px=96, single_pass_max_pixels=96 * 96 * 2,
-                                  batch_size=8)
-    # 200 x 150 pads to 224 x 160 = 35840 > 18432 px: 96 px tiles (x 0, 80, 104; y 0, 54), batches of <= 2
-    img = _image(200, 150, [(70, 20, 110, 40, CRYSTAL)])  # crosses the seam between the first two columns
+    options = OnnxDetectorOptions(tile_overlap_px=16, single_pass_max_pixels=18432, batch_size=8)
+    # 200 x 150 pads to 224 x 160 = 35840 > 18432 px; fewest pixels: 3 rows of 200 x 61 (inputs 64 x 224)
     tiles, input_hw = dynamic_detector.plan(150, 200, options=options)
-    assert input_hw == (96, 96) and len(tiles) == 6
+    assert tiles.tolist() == [[0, 0, 200, 61], [0, 45, 200, 106], [0, 89, 200, 150]] and input_hw == (64, 224)
+    img = _image(200, 150, [(20, 40, 60, 70, CRYSTAL)])  # crosses the seam between the first two rows
     boxes, _, cls = dynamic_detector.predict_boxes(img, options=options)
-    # the 3 tiles of the first row hold parts of the object (row 2 is blank): batches of 2 + 1
-    assert [s[0] for s in shapes] == [2, 1] and all(s[2:] == (96, 96) for s in shapes)
-    assert boxes.tolist() == [[70, 20, 110, 40]] and cls.tolist() == [0]
+    # one 64 x 224 input per run fits the budget; the third row is blank and skipped
+    assert shapes == [(1, 3, 64, 224), (1, 3, 64, 224)]
+    assert boxes.tolist() == [[20, 40, 60, 70]] and cls.tolist() == [0]
 
 
 def test_batches_stay_within_the_pixel_budget(detector, monkeypatch):
     shapes = _recording(monkeypatch, detector)
     img = np.random.default_rng(0).random((64, 208), dtype=np.float32)  # 4 tiles of 64 x 64
-    options = OnnxDetectorOptions(tile_overlap_px=16, batch_size=8, dynamic_tile_px=64,
-                                  single_pass_max_pixels=2 * 64 * 64)
+    options = OnnxDetectorOptions(tile_overlap_px=16, batch_size=8, single_pass_max_pixels=2 * 64 * 64)
     detector.predict_boxes(img, options=options)
     assert [s[0] for s in shapes] == [2, 2]
 

@@ -142,7 +142,7 @@ def test_merge_does_not_modify_inputs():
 
 
 # ---------------------------------------------------------------- which passes a model runs (plan_tiles)
-PLAN = {"stride": 32, "overlap": 128, "single_pass_max_pixels": 6_000_000, "dynamic_tile_px": 1280}
+PLAN = {"stride": 32, "overlap": 128, "single_pass_max_pixels": 3_000_000}
 
 
 def test_round_up_known_answers():
@@ -156,7 +156,10 @@ def test_plan_fixed_model_uses_tiles_of_its_input_size():
 
 
 def test_plan_dynamic_model_runs_the_whole_image_padded_to_the_stride():
-    tiles, input_hw = plan_tiles(2592, 1944, fixed_input=None, **PLAN)
+    tiles, input_hw = plan_tiles(1280, 1024, fixed_input=None, **PLAN)
+    np.testing.assert_array_equal(tiles, [[0, 0, 1280, 1024]])
+    assert input_hw == (1024, 1280)
+    tiles, input_hw = plan_tiles(2592, 1944, fixed_input=None, **{**PLAN, "single_pass_max_pixels": 6_000_000})
     np.testing.assert_array_equal(tiles, [[0, 0, 2592, 1944]])
     assert input_hw == (1952, 2592)  # (height, width); 1944 padded up to 61 x 32
     tiles, input_hw = plan_tiles(1112, 1000, fixed_input=None, **PLAN)
@@ -166,15 +169,34 @@ def test_plan_dynamic_model_runs_the_whole_image_padded_to_the_stride():
     assert plan_tiles(50, 20, fixed_input=None, **PLAN)[1] == (32, 64)
 
 
-def test_plan_dynamic_model_tiles_an_image_above_the_pixel_budget():
-    # 4000 x 3000 = 12 MP > 6 MP: 1280 px tiles, 128 px overlap; input = tile (already a multiple of 32)
-    tiles, input_hw = plan_tiles(4000, 3000, fixed_input=None, **PLAN)
-    np.testing.assert_array_equal(tiles, tile_boxes(4000, 3000, tile=1280, overlap=128))
-    assert input_hw == (1280, 1280) and len(tiles) == 4 * 3
-    # the budget counts padded pixels: 2000 x 1000 pads to 2016 x 1024 = 2064384 > 2000000
-    budget = {**PLAN, "single_pass_max_pixels": 2_000_000, "dynamic_tile_px": 1000}
-    tiles, input_hw = plan_tiles(2000, 1000, fixed_input=None, **budget)
-    assert len(tiles) == 3 and input_hw == (1024, 1024)  # 1000 px tiles padded to 1024
+def test_plan_dynamic_model_splits_an_image_above_the_budget_into_the_fewest_pixels():
+    # 2592 x 1944 pads to 5.06 MP > 3 MP: two 1360 x 1944 tiles (2 x 2.69 MP) beat two rows (2 x 2.74 MP)
+    tiles, input_hw = plan_tiles(2592, 1944, fixed_input=None, **PLAN)
+    np.testing.assert_array_equal(tiles, [[0, 0, 1360, 1944], [1232, 0, 2592, 1944]])
+    assert input_hw == (1952, 1376)
+    tiles, input_hw = plan_tiles(2592, 1944, fixed_input=None, **{**PLAN, "single_pass_max_pixels": 1_500_000})
+    assert len(tiles) == 4 and input_hw == (1056, 1376)  # 2 x 2 tiles of 1360 x 1036
+    # a long strip lower than the overlap stays one row
+    tiles, input_hw = plan_tiles(10000, 100, fixed_input=None, **PLAN)
+    assert len(tiles) == 1 and input_hw == (128, 10016)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "budget"),
+    [(4000, 3000, 3_000_000), (2592, 1944, 1_000_000), (7000, 5000, 2_000_000), (1300, 641, 500_000)],
+)
+def test_plan_dynamic_tiles_fit_the_budget_cover_the_image_and_overlap(width, height, budget):
+    tiles, (in_h, in_w) = plan_tiles(width, height, fixed_input=None, stride=32, overlap=128,
+                                     single_pass_max_pixels=budget)
+    assert in_h * in_w <= budget and in_h % 32 == 0 and in_w % 32 == 0
+    assert np.all(tiles[:, 2] - tiles[:, 0] <= in_w) and np.all(tiles[:, 3] - tiles[:, 1] <= in_h)
+    cover = np.zeros((height, width), np.int32)
+    for x0, y0, x1, y1 in tiles:
+        cover[y0:y1, x0:x1] += 1
+    assert cover.min() >= 1
+    for axis in (0, 1):
+        starts, ends = np.unique(tiles[:, axis]), np.unique(tiles[:, axis + 2])
+        assert np.all(ends[:-1] - starts[1:] >= 128)
 
 
 def test_plan_tiles_errors():
@@ -182,5 +204,5 @@ def test_plan_tiles_errors():
         plan_tiles(0, 10, fixed_input=None, **PLAN)
     with pytest.raises(ValueError):
         plan_tiles(100, 100, fixed_input=None, **{**PLAN, "stride": 0})
-    with pytest.raises(ValueError):
-        plan_tiles(5000, 5000, fixed_input=None, **{**PLAN, "overlap": 1280})
+    with pytest.raises(ValueError, match="no grid"):
+        plan_tiles(5000, 5000, fixed_input=None, **{**PLAN, "single_pass_max_pixels": 128 * 128})
