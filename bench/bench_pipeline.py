@@ -1,9 +1,14 @@
 """Whole-pipeline speed: median seconds per image (load -> clean -> detect -> exclude -> measure -> tables).
 
-    python bench/bench_pipeline.py [--detector classical|onnx|auto] [--repeats 5]
+    python bench/bench_pipeline.py [--detector classical|onnx|auto|hybrid ...] [--model FILE ...] [--repeats 5]
 
-Images are rendered by the synthetic generator (medium difficulty) at 1280x1024 and 2592x1944 and encoded as PNG,
-so decoding is part of the time. Prints one row per size; medians over the repeats. Never asserts on time.
+``--detector`` and ``--model`` may be repeated; each ``--model`` (a ``.cqcpkg``, verified like the shipped package,
+or a bare ``.onnx``) adds one ONNX detector. Default: the classical detector and the shipped model. Images are
+rendered by the synthetic generator (medium difficulty) at 1280x1024 and 2592x1944 and encoded as PNG, so decoding
+is part of the time. The detectors take turns on each image (the machine is shared and noisy: turns spread the
+noise evenly), after one warm-up image per size. Prints per size and detector the median and minimum wall time, the
+median CPU time of this process (less sensitive to other jobs; with N threads it can reach N x wall) and the mean
+count; then each detector's median relative to the first. Never asserts on time.
 """
 from __future__ import annotations
 
@@ -26,28 +31,59 @@ from detection.synthetic import render_image  # noqa: E402
 SIZES = ((1280, 1024), (2592, 1944))
 
 
+def describe(detector) -> str:
+    """Label plus, for a model, how it runs (fixed-size tiles or whole image) and its threads."""
+    model = getattr(detector, "model", None)
+    model = getattr(model, "model", model)  # HybridDetector -> OnnxPipelineDetector -> OnnxDetector
+    if model is None or not hasattr(model, "dynamic_input"):
+        return detector.label
+    how = "dynamic size: whole image" if model.dynamic_input else f"fixed {model.meta.imgsz[0]} px tiles"
+    return f"{detector.label} ({how}, {model.threads} threads)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--detector", default="classical")
+    ap.add_argument("--detector", action="append", default=None, help="repeatable; default classical + onnx")
+    ap.add_argument("--model", action="append", type=Path, default=[], help="repeatable: .cqcpkg or .onnx file")
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     options = AnalysisOptions()
-    detector = make_detector(args.detector, options=options)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; detector {detector.label}")
-    print(f"{'size':>11} {'median s':>9} {'min s':>7} {'particles':>9}")
+    kinds = args.detector if args.detector is not None else ([] if args.model else ["classical", "onnx"])
+    detectors = [make_detector(k, options=options) for k in kinds]
+    detectors += [make_detector("onnx", model_path=p, options=options) for p in args.model]
+    names = [f"{k}" for k in kinds] + [f"--model {p.name}" for p in args.model]
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for name, det in zip(names, detectors):
+        print(f"  {name}: {describe(det)}")
+    print(f"{'size':>11} {'detector':<28} {'median s':>9} {'min s':>7} {'cpu s':>7} {'particles':>9}")
     for w, h in SIZES:
-        times, n = [], 0
+        pngs = []
         for seed in range(args.repeats):
             image, _truth = render_image(1000 + seed, size=(w, h), difficulty="medium")
             ok, png = cv2.imencode(".png", image)
-            data = png.tobytes()
-            t0 = time.perf_counter()
-            result = analyze_bytes(data, name=f"bench_{seed}.png", detector=detector, options=options)
-            particles_table([result])
-            summary_table([result])
-            times.append(time.perf_counter() - t0)
-            n += sum(p.counted for p in result.particles)
-        print(f"{w:>5}x{h:<5} {statistics.median(times):9.3f} {min(times):7.3f} {n / args.repeats:9.0f}")
+            pngs.append(png.tobytes())
+        wall = [[] for _ in detectors]
+        cpu = [[] for _ in detectors]
+        counts = [0 for _ in detectors]
+        for det in detectors:  # warm-up (first-run allocations of a new input size)
+            analyze_bytes(pngs[0], name="warmup.png", detector=det, options=options)
+        for seed, data in enumerate(pngs):
+            for i, det in enumerate(detectors):
+                t0, c0 = time.perf_counter(), time.process_time()
+                result = analyze_bytes(data, name=f"bench_{seed}.png", detector=det, options=options)
+                particles_table([result])
+                summary_table([result])
+                wall[i].append(time.perf_counter() - t0)
+                cpu[i].append(time.process_time() - c0)
+                counts[i] += sum(p.counted for p in result.particles)
+        medians = [statistics.median(t) for t in wall]
+        for i, name in enumerate(names):
+            print(f"{w:>5}x{h:<5} {name[:28]:<28} {medians[i]:9.3f} {min(wall[i]):7.3f} "
+                  f"{statistics.median(cpu[i]):7.3f} {counts[i] / len(pngs):9.0f}")
+        if len(detectors) > 1:
+            ratios = ", ".join(f"{n}: {m / medians[0]:.2f}" for n, m in zip(names[1:], medians[1:]))
+            print(f"{'':>11} median time relative to {names[0]}: {ratios}")
 
 
 if __name__ == "__main__":
