@@ -198,7 +198,7 @@ def _onnx_opset(model: Any) -> int:
 def _check_against_torch(onnx_path: Path, torch_model: Any, *, sizes: list[tuple[int, int, int]], stride: int,
                          n_outputs: int) -> dict[str, float]:
     import numpy as np
-    import onnxruntime as ort
+    from detection.ort import ort
     import torch
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

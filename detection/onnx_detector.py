@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import onnxruntime as ort
+from detection.ort import ort
 
 from analysis.errors import InvalidImageError, ModelPackageError
 from analysis.records import COUNTED_CLASSES, EXCLUSION_REASONS, Detection

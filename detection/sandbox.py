@@ -228,7 +228,7 @@ def _child_work(h: int, w: int, seed: int) -> dict:
             return {"error": "load", "detail": "model too large"}
         import numpy as np
         import onnx.checker
-        import onnxruntime as ort
+        from detection.ort import ort
 
         stage = "checker"
         onnx.checker.check_model(data, full_check=True)

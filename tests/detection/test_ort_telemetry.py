@@ -1,0 +1,30 @@
+"""onnxruntime is imported with its telemetry off: loading the detector writes nothing to TMPDIR (1.32 otherwise
+drops a ``.ses`` session file there at import)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _import_in_fresh_process(tmp: Path, code: str) -> list[str]:
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env.update(TMPDIR=str(tmp), PYTHONPATH=str(ROOT))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, env=env, timeout=120)
+    return sorted(p.name for p in tmp.iterdir())
+
+
+def test_loading_the_detector_writes_nothing_to_tmpdir(tmp_path):
+    quiet = tmp_path / "ours"
+    quiet.mkdir()
+    assert _import_in_fresh_process(quiet, "import detection.onnx_detector") == []
+
+
+def test_the_guard_is_needed_plain_onnxruntime_writes_a_session_file(tmp_path):
+    # Proves the test above can fail: without the setting the library leaves its telemetry session file.
+    noisy = tmp_path / "plain"
+    noisy.mkdir()
+    assert _import_in_fresh_process(noisy, "import onnxruntime") == [".ses"]
