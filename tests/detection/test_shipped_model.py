@@ -1,20 +1,33 @@
-"""Integration: the shipped ONNX model in weights/ counts a rendered multi-tile image (no torch needed)."""
+"""Integration: the shipped, signed ONNX model package in weights/ counts rendered images (no torch needed).
+
+Each test runs twice: with the default options (a dynamic-size model then sees a whole 1600x1200 image in one pass)
+and with passes capped at 640 x 640 pixels, so seams are crossed whatever kind of model is shipped.
+"""
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
 
+from analysis.onnx_adapter import OnnxPipelineDetector
 from analysis.pipeline import AnalysisOptions, analyze_bytes, find_shipped_model, make_detector
 from detection.metrics import match_boxes
+from detection.onnx_detector import OnnxDetectorOptions
 
 MODEL = find_shipped_model()
 pytestmark = pytest.mark.skipif(MODEL is None, reason="no model shipped in weights/")
 
 
 @pytest.fixture(scope="module")
-def detector():
+def shipped():
     return make_detector("onnx", model_path=MODEL)
+
+
+@pytest.fixture(scope="module", params=["default", "tiled"])
+def detector(request, shipped):
+    if request.param == "default":
+        return shipped
+    return OnnxPipelineDetector(shipped.model, OnnxDetectorOptions(single_pass_max_pixels=640 * 640))
 
 
 def _rendered(seed: int, size=(1600, 1200), difficulty="easy"):
@@ -33,7 +46,8 @@ def test_auto_uses_the_shipped_model(detector):
 
 
 def test_rendered_multi_tile_image_is_counted_within_tolerance(detector):
-    # 1600x1200 at 640 px tiles with 128 px overlap = 3 x 3 tiles: seams cross the field in both directions.
+    # 1600x1200: 640 px tiles with 128 px overlap = 3 x 3 tiles (fixed model, or any model when tiled): seams cross
+    # the field in both directions; a dynamic-size model with default options runs it in one pass.
     found, true = 0, 0
     matched = 0
     for seed in (910_001, 910_002, 910_003):
@@ -51,7 +65,8 @@ def test_rendered_multi_tile_image_is_counted_within_tolerance(detector):
 
 def test_a_crystal_on_a_seam_is_counted_once(detector):
     # One large, high-contrast crystal centred on the vertical seam region of two tiles (640 px tiles, overlap 128:
-    # tile 2 starts at x = 512), drawn on a flat background.
+    # tile 2 starts at x = 512; a dynamic model capped at 640 x 640 px also cuts this 1152 x 640 image in two),
+    # drawn on a flat background.
     img = np.full((640, 1152), 0.72, np.float32)
     pts = np.array([[530, 260], [640, 230], [700, 300], [660, 380], [540, 370]], np.int32)
     cv2.fillPoly(img, [pts], 0.62)
