@@ -91,7 +91,7 @@ def rendered(w: int, h: int, i: int) -> tuple[np.ndarray, np.ndarray]:
 
 def bench_sessions(model_bytes: bytes, batch: np.ndarray, threads: int, repeats: int = 5) -> None:
     """Median session.run time on one input for a few onnxruntime settings (raw sessions, nothing else timed)."""
-    import onnxruntime as ort
+    from detection.ort import ort
 
     levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
     rows = []
