@@ -40,8 +40,12 @@ def _acceptance_table(acceptance: dict) -> None:
 def _model_card(entry: models.ModelEntry | None) -> None:
     st.subheader("Active model")
     if entry is None:
-        st.info(f"No researcher model is active: the Analyze screen uses the shipped default"
-                f" ({get_detector('auto').label}).")
+        try:
+            default = get_detector("auto").label
+        except CrystalQCError as e:  # e.g. the shipped package fails its signature check
+            st.error(f"No researcher model is active and the shipped model cannot be used: {e}")
+            return
+        st.info(f"No researcher model is active: the Analyze screen uses the shipped default ({default}).")
         return
     c1, c2 = st.columns(2)
     c1.markdown(f"**{entry.name} {entry.version}**  \nAuthor: {entry.author}  \nCreated: {entry.created}  \n"

@@ -9,6 +9,7 @@ import pytest
 
 import detection.package as pkg
 import ui.models as models
+import ui.resources
 from analysis.errors import ModelPackageError
 from analysis.pipeline import make_detector
 from detection.evaluate import synthetic_set
@@ -357,3 +358,16 @@ def test_the_active_models_key_cannot_be_removed(vault_path, recovery_key):
         with pytest.raises(ModelPackageError, match="active model"):
             models.remove_trusted_key(v, pkg.private_key_id(STRANGER), user="test")
         assert pkg.private_key_id(STRANGER) in models.trusted_keys(v)
+
+
+def test_models_screen_reports_a_shipped_package_that_fails_its_check(app, monkeypatch):
+    def refused(kind="auto", **_):
+        raise ModelPackageError("weights/crystal-yolo11n.cqcpkg cannot be used: its sha256 does not match.")
+
+    monkeypatch.setattr(ui.resources, "make_detector", refused)
+    ui.resources.get_detector.clear()
+    try:
+        at = models_page(app)
+        assert "shipped model cannot be used" in texts(at.error) and "sha256" in texts(at.error)
+    finally:
+        ui.resources.get_detector.clear()
