@@ -54,14 +54,31 @@ $(TRAIN_VENV)/.stamp: requirements-train.txt
 	$(TRAIN_PY) -m pip install --quiet -r requirements-train.txt
 	touch $@
 
-# Render the training set (320x320 crops at native pixel scale), train (time-boxed, resumable), export to weights/.
-train: $(TRAIN_VENV)/.stamp
+# The shipped model's recipe, step by step (time-boxed and resumable; see docs/training.md):
+#   1. render 6000 320x320 crops (seed 1), train yolo11n from scratch (1.1 h on this 2-core CPU: 8 epochs);
+#   2. render 6000 new crops (seed 2), fine-tune from step 1's best.pt (FINETUNE_HOURS);
+#   3. export with a dynamic input size (whole images in one pass) and sign the package with the project key.
+FT_DATA_DIR    ?= data/synth320s2
+FT_DATA_SEED   ?= 2
+FINETUNE_HOURS ?= 1.15
+MODEL_VERSION  ?= 1.1.0
+train: $(TRAIN_VENV)/.stamp $(VENV)/.runtime-stamp
 	test -f $(DATA_DIR)/data.yaml || $(TRAIN_PY) -m detection.synthetic --out $(DATA_DIR) --n $(N_IMAGES) \
 		--seed $(DATA_SEED) --size 320x320 --difficulty mixed --format mixed --split 0.92,0.08,0.0 --workers 2
-	$(TRAIN_PY) -m detection.train --data $(DATA_DIR)/data.yaml --model yolo11n.yaml --imgsz 320 --epochs 30 \
-		--batch 16 --workers 1 --out runs/crystal-yolo11n --data-seed $(DATA_SEED) --time-hours $(TRAIN_HOURS)
-	$(TRAIN_PY) -m detection.export --weights runs/crystal-yolo11n/weights/best.pt --out weights/crystal-yolo11n \
-		--name crystal-yolo11n --version 1.0.0 --imgsz 640
+	test -f runs/crystal-yolo11n/weights/best.pt || $(TRAIN_PY) -m detection.train --data $(DATA_DIR)/data.yaml \
+		--model yolo11n.yaml --imgsz 320 --epochs 30 --batch 16 --workers 1 --out runs/crystal-yolo11n \
+		--data-seed $(DATA_SEED) --time-hours $(TRAIN_HOURS)
+	test -f $(FT_DATA_DIR)/data.yaml || $(TRAIN_PY) -m detection.synthetic --out $(FT_DATA_DIR) --n $(N_IMAGES) \
+		--seed $(FT_DATA_SEED) --size 320x320 --difficulty mixed --format mixed --split 0.92,0.08,0.0 --workers 2
+	test -f runs/crystal-yolo11n-ft/weights/best.pt || $(TRAIN_PY) -m detection.train \
+		--data $(FT_DATA_DIR)/data.yaml --init-weights runs/crystal-yolo11n/weights/best.pt --imgsz 320 \
+		--epochs 30 --batch 16 --workers 1 --threads 2 --out runs/crystal-yolo11n-ft --data-seed $(FT_DATA_SEED) \
+		--time-hours $(FINETUNE_HOURS)
+	$(TRAIN_PY) -m detection.export --weights runs/crystal-yolo11n-ft/weights/best.pt \
+		--out runs/export/crystal-yolo11n --name crystal-yolo11n --version $(MODEL_VERSION) --imgsz 640 \
+		--dynamic-size --force
+	$(PY) -m detection.package pack-folder runs/export/crystal-yolo11n --author "crystal QC project" \
+		--training-data "see the manifest's training recipe" --out weights/crystal-yolo11n.cqcpkg --force
 
 # The researcher round trip with real training (export -> decrypt -> train/fine-tune -> ONNX -> sign -> import):
 # tests_training/, torch in .venv-train, a few CPU minutes; never part of `make test`. See docs/privacy.md.

@@ -331,19 +331,26 @@ def test_export_refuses_bad_arguments_before_importing_ultralytics(tmp_path):
     assert "ultralytics" not in sys.modules
 
 
-# --- shipped packages (skipped until one is committed) ----------------------------------------------------------------
-SHIPPED = sorted((ROOT / "weights").glob("*/manifest.json"))
+# --- shipped packages ---------------------------------------------------------------------------------------------
+SHIPPED = sorted((ROOT / "weights").glob("*.cqcpkg"))
 
 
-@pytest.mark.skipif(not SHIPPED, reason="no model package under weights/ yet")
-@pytest.mark.parametrize("manifest_path", SHIPPED, ids=lambda p: p.parent.name)
-def test_shipped_package_matches_its_manifest_and_runs(manifest_path):
-    ort = pytest.importorskip("onnxruntime")
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    model = manifest_path.parent / manifest["file"]
-    assert ex.sha256_file(model) == manifest["sha256"]
+def test_a_model_is_shipped():
+    assert SHIPPED, "weights/ must hold the signed shipped model package"
+
+
+@pytest.mark.parametrize("package_path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_package_matches_its_manifest_and_runs(package_path):
+    import hashlib
+
+    from detection.ort import ort
+    from detection.package import unpack
+
+    contents = unpack(package_path.read_bytes())
+    manifest = json.loads(contents.manifest_bytes)
+    assert hashlib.sha256(contents.model_bytes).hexdigest() == manifest["sha256"]
     assert manifest["opset"] <= ex.MAX_OPSET and manifest["ir_version"] <= ex.MAX_IR_VERSION
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(contents.model_bytes, providers=["CPUExecutionProvider"])
     h, w = manifest["input_size"]
     y = session.run(None, {session.get_inputs()[0].name: np.zeros((2, 3, h, w), np.float32)})[0]
     assert y.shape == (2, 4 + len(manifest["classes"]), ex.anchor_count(h))
