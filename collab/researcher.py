@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--json", action="store_true", help="also print the whole manifest")
     e = sub.add_parser("evaluate", help="evaluate ONNX models on an extracted export's labels")
     e.add_argument("--data", required=True, help="the folder written by decrypt")
-    e.add_argument("--model", action="append", required=True, help="model.onnx (repeat to compare)")
+    e.add_argument("--model", action="append", required=True, help="model.onnx or a signed .cqcpkg (repeat to compare)")
     e.add_argument("--split", default="val", choices=("train", "val"))
     e.add_argument("--iou", type=float, default=0.5)
     return p
