@@ -245,8 +245,10 @@ def test_filters_change_the_table(seeded):
 
 def test_reopening_still_works_after_filtering(seeded):
     at = seeded
-    at.text_input(key="history_text").input("b2")
+    # "b2" alone could also match a random hex analysis id; "b2.png" cannot.
+    at.text_input(key="history_text").input("b2.png")
     at.run()
+    assert list(at.dataframe[0].value["image"]) == ["b2.png"]
     at.button(key="history_open").click()
     at.run()
     assert not at.exception and not at.error
