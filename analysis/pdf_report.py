@@ -27,7 +27,7 @@ from fpdf.enums import XPos, YPos
 from PIL import Image
 
 from analysis.records import ImageResult
-from analysis.stats import DValues, SizeSummary, counted, histogram, summarize_particles, summarize_results
+from analysis.stats import DValues, SizeSummary, histogram, pooled_sizes, summarize_particles, summarize_results
 
 #: Where a Unicode TTF font is looked for (regular, bold); the first pair whose regular file exists is used.
 FONT_CANDIDATES: tuple[tuple[str, str], ...] = (
@@ -147,7 +147,7 @@ def build_pdf_report(results: ImageResult | Sequence[ImageResult], *, overlay_pn
     y += 8
 
     # Histogram.
-    sizes = _counted_sizes(items, calibrated=calibrated)
+    sizes = pooled_sizes(items)  # µm exactly when the summary is calibrated
     dv = summary.number_um if calibrated else summary.number
     _histogram(pdf, sizes, dv, unit=unit, x=_MARGIN, y=y, w=_PAGE_W - 2 * _MARGIN, h=58)
     y += 58 + 6
@@ -260,12 +260,6 @@ def _summary(items: list[ImageResult]) -> SizeSummary:
         return summarize_particles(r.particles, pixel_size_um=r.pixel_size_um, include_border=r.include_border,
                                    image_area_px=float(r.meta.width * r.meta.height))
     return summarize_results(items)
-
-
-def _counted_sizes(items: list[ImageResult], *, calibrated: bool) -> np.ndarray:
-    sizes = [p.ecd_px * (r.pixel_size_um if calibrated else 1.0)
-             for r in items for p in counted(r.particles, include_border=r.include_border)]
-    return np.asarray(sizes, dtype=float)
 
 
 def _num(value: float | None, digits: int = 3) -> str:

@@ -101,6 +101,15 @@ def counted(particles: Sequence[Particle], *, include_border: bool) -> list[Part
     return [p for p in particles if not_counted_reason(p, include_border=include_border) is None]
 
 
+def pooled_sizes(results: Sequence[ImageResult]) -> np.ndarray:
+    """ECD of every counted particle of ``results``: in µm (each image with its own pixel size) when all are
+    calibrated, else in px - the unit of :func:`summarize_results`' D-values (and of :func:`summarize_particles`'
+    for one image)."""
+    calibrated = bool(results) and all(r.pixel_size_um is not None for r in results)
+    return np.array([p.ecd_px * (r.pixel_size_um if calibrated else 1.0)
+                     for r in results for p in counted(r.particles, include_border=r.include_border)], dtype=float)
+
+
 def size_distribution(ecd: np.ndarray, *, weighting: str = "number") -> DValues:
     """D10, D50, D90, span and mean of a set of sizes (1-D, any unit; the result is in the same unit).
 

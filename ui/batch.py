@@ -31,7 +31,7 @@ from analysis.pdf_report import THUMBNAIL_MAX_SIDE_PX, build_pdf_report
 from analysis.pipeline import AnalysisOptions, Detector, analyze_bytes
 from analysis.records import ImageResult
 from analysis.report import particles_table, summary_table, to_csv_bytes
-from analysis.stats import counted, summarize_particles
+from analysis.stats import counted, pooled_sizes, summarize_particles
 from ui.analyses import AnalysisInfo, clean_label, entry_name, save_analysis
 from ui.archive import cleaned_from_png
 from ui.settings import AppSettings, profile_by_name
@@ -228,14 +228,6 @@ def overview_table(outcomes: Sequence[Outcome]) -> pd.DataFrame:
         rows.append(row)
     return pd.DataFrame(rows, columns=["image", "status", "crystals", "agglomerates", "agglomerates %", "D10", "D50",
                                        "D90", "span", "unit", "analysis id", "message"])
-
-
-def pooled_sizes(results: Sequence[ImageResult]) -> np.ndarray:
-    """ECD of every counted particle of ``results``: in µm (each image with its own pixel size) when all are
-    calibrated, else in px - the unit of analysis.stats.summarize_results' D-values."""
-    calibrated = bool(results) and all(r.pixel_size_um is not None for r in results)
-    return np.array([p.ecd_px * (r.pixel_size_um if calibrated else 1.0)
-                     for r in results for p in counted(r.particles, include_border=r.include_border)], dtype=float)
 
 
 def batch_csvs(outcomes: Sequence[Outcome]) -> dict[str, bytes]:
