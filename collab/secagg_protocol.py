@@ -23,8 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from collab.crypto_age import parse_recipient
+from collab.crypto_age import parse_recipient, short_fingerprint
 from collab.errors import CollabError
+# The bytes that are hashed and signed: the same canonical form as model-package manifests (sorted keys, no white
+# space, UTF-8, NaN refused), from the one definition the Ed25519 code in collab.secagg_keys signs with.
+from detection.package import canonical_json
 
 PROTOCOL = "crystal-qc-secagg"
 PROTOCOL_VERSION = 1
@@ -81,11 +84,6 @@ def bin_labels(version: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ JSON
-def canonical_json(obj: Any) -> bytes:
-    """Sorted keys, no white space, UTF-8, no NaN: the bytes that are hashed and signed."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-
-
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -158,8 +156,7 @@ def check_signing_key(text: object) -> str:
 
 def key_fingerprint(text: str) -> str:
     """'ab12 cd34 ...' (first 16 hex digits of SHA-256 of the key text, in groups of 4) for people to compare."""
-    fp = hashlib.sha256(text.encode("ascii")).hexdigest()
-    return " ".join(fp[i:i + 4] for i in range(0, 16, 4))
+    return short_fingerprint(hashlib.sha256(text.encode("ascii")).hexdigest())
 
 
 @dataclass(frozen=True)
@@ -248,7 +245,7 @@ class Round:
 
     @property
     def short_digest(self) -> str:
-        return " ".join(self.digest[i:i + 4] for i in range(0, 16, 4))
+        return short_fingerprint(self.digest)
 
     @property
     def pseudonyms(self) -> tuple[str, ...]:
