@@ -284,7 +284,7 @@ def load_aggregate(vault: Vault, round_id: str, data: bytes, *, user: str) -> Co
     vault.put(_entry(round_id, "aggregate.json"), bytes(data), kind=KIND)
     _audit(vault, "secagg_aggregate_loaded", user, {"round_id": round_id, "n_plants": result.n_plants,
                                                     "total": result.total, "epsilon": result.epsilon})
-    return comparison(vault, round_id)
+    return _comparison(vault, rnd, result)  # just checked: not opened and verified a second time
 
 
 def comparison(vault: Vault, round_id: str) -> Comparison | None:
@@ -293,8 +293,11 @@ def comparison(vault: Vault, round_id: str) -> Comparison | None:
     if not vault.exists(name):
         return None
     rnd = load_round(vault, round_id)
-    result = files.open_aggregate(rnd, vault.get(name))
-    own = tuple(_own(vault, round_id)["histogram"])
+    return _comparison(vault, rnd, files.open_aggregate(rnd, vault.get(name)))
+
+
+def _comparison(vault: Vault, rnd: Round, result: files.Aggregate) -> Comparison:
+    own = tuple(_own(vault, rnd.round_id)["histogram"])
     shown = tuple(max(0, c) for c in result.counts)
     return Comparison(tuple(bin_labels(rnd.bins_version)), own, _pct(own), shown, _pct(shown), result)
 
