@@ -41,10 +41,7 @@ def letterbox(
     src = np.asarray(image, dtype=np.float32)
     if (new_w, new_h) != (w, h):
         src = cv2.resize(src, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    # Centred padding with ultralytics' rounding (the -0.1 keeps an odd pixel on the right/bottom).
-    pad_x = int(round((out_w - new_w) / 2 - 0.1))
-    pad_y = int(round((out_h - new_h) / 2 - 0.1))
-    pad_x, pad_y = max(pad_x, 0), max(pad_y, 0)
+    pad_x, pad_y = centre_padding((new_h, new_w), (out_h, out_w))
     out = np.full((out_h, out_w), pad_value, dtype=np.float32)
     out[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = src
     return out, float(scale), (float(pad_x), float(pad_y))
