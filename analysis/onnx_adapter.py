@@ -13,7 +13,6 @@ explicit research use (``--model FILE``) only.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -135,9 +134,7 @@ def load_package_detector(path: Path, *, trusted_keys: Mapping[str, bytes],
     manifest = pkg.parse_manifest(contents.manifest_bytes)
     pkg.verify_signature(contents.manifest_bytes, contents.signature_bytes, trusted_keys)
     model_bytes = contents.model_bytes
-    if len(model_bytes) != manifest.size_bytes or hashlib.sha256(model_bytes).hexdigest() != manifest.sha256:
-        raise ModelPackageError("model.onnx does not match the sha256 in the signed manifest: the model was replaced "
-                                "or damaged. Reinstall the model package.")
+    pkg.check_model_hash(manifest, model_bytes, remedy="Reinstall the model package.")
     model = OnnxDetector(model_bytes, threads=threads, name=manifest.name, version=manifest.version)
     if model.meta.names != manifest.meta.names or model.meta.imgsz != manifest.meta.imgsz \
             or model.meta.stride != manifest.meta.stride:

@@ -512,17 +512,19 @@ def sign_package(data: bytes, key: Ed25519PrivateKey, *, replace: bool = False) 
     if contents.signature_bytes is not None and not replace:
         raise ModelPackageError("The package is already signed; pass replace=True (--force) to sign it again.")
     manifest = parse_manifest(contents.manifest_bytes)
-    _check_model_hash(manifest, contents.model_bytes)
+    check_model_hash(manifest, contents.model_bytes)
     return pack(contents.manifest_bytes, contents.model_bytes, sign_manifest(contents.manifest_bytes, key))
 
 
 # ---------------------------------------------------------------------------------------------------- validate
 
 
-def _check_model_hash(manifest: Manifest, model_bytes: bytes) -> None:
+def check_model_hash(manifest: Manifest, model_bytes: bytes, *,
+                     remedy: str = "Get the package again from the researcher.") -> None:
+    """Raise ModelPackageError (ending with ``remedy``) when model.onnx differs from the signed manifest's sha256/size."""
     if len(model_bytes) != manifest.size_bytes or hashlib.sha256(model_bytes).hexdigest() != manifest.sha256:
         raise ModelPackageError("model.onnx does not match the sha256 in the signed manifest: the model was replaced "
-                                "or damaged. Get the package again from the researcher.")
+                                f"or damaged. {remedy}")
 
 
 def _check_rollback(manifest: Manifest, accepted_versions: Mapping[str, str | Iterable[str]]) -> None:
@@ -571,7 +573,7 @@ def validate_package(
     contents = unpack(data, limits=limits)
     manifest = parse_manifest(contents.manifest_bytes)
     key_id = verify_signature(contents.manifest_bytes, contents.signature_bytes, trusted_keys)
-    _check_model_hash(manifest, contents.model_bytes)
+    check_model_hash(manifest, contents.model_bytes)
     _check_rollback(manifest, accepted_versions)
     vm = validate_onnx(contents.model_bytes, limits=limits.onnx)
     _check_agreement(manifest, vm)
