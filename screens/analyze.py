@@ -16,7 +16,7 @@ from analysis.errors import CrystalQCError
 from analysis.io import load_image
 from ui import batch, models, session
 from ui.analyses import read_original, report_csvs
-from ui.resources import get_detector, get_model_detector, sample_images
+from ui.resources import active_detector, sample_images
 from ui.result_view import render_batch_summary, render_result
 from ui.settings import analysis_options
 from vault import VaultError
@@ -78,15 +78,6 @@ except ValueError as e:
     st.stop()
 
 
-def _detector(kind: str, active: models.ModelEntry | None):
-    """The active researcher model (Models screen) for "auto", else the shipped default / classical detector.
-    The model's bytes are checked against the accepted manifest's sha256 before they are loaded."""
-    if kind != "auto" or active is None:
-        return get_detector(kind)
-    data = models.load_model_bytes(vault, active)
-    return get_model_detector(active.sha256, data, name=active.name, version=active.version)
-
-
 try:
     active_model = models.active_model(vault)
 except CrystalQCError as e:
@@ -108,7 +99,7 @@ if pending:
             bar.progress(done / max(total, 1), text=f"Analysing {name} ({done + 1} of {total})…" if name else "Done")
 
         try:
-            detector = _detector(prefs.detector, active_model)
+            detector = active_detector(vault, active_model, prefs.detector)
         except CrystalQCError as e:
             slot.empty()
             st.error(f"The detector cannot be loaded: {e}")

@@ -10,19 +10,10 @@ import streamlit as st
 from analysis.errors import CrystalQCError
 from detection.package import format_fingerprint
 from ui import models, session
-from ui.resources import get_detector, get_model_detector
+from ui.resources import active_detector, get_detector
 
 IMPORTED = "models_imported"  # entry name of the package imported in this session (acceptance report shown)
 MESSAGE = "models_message"
-
-
-def _current_detector(vault):
-    """The detector the Analyze screen uses now: the active package, else the shipped default / classical."""
-    entry = models.active_model(vault)
-    if entry is None:
-        return get_detector("auto")
-    data = models.load_model_bytes(vault, entry)
-    return get_model_detector(entry.sha256, data, name=entry.name, version=entry.version)
 
 
 def _acceptance_table(acceptance: dict) -> None:
@@ -106,7 +97,7 @@ if upload is not None and st.button("Check and import", key="import_package"):
         with st.spinner("Acceptance test on the golden set…"):
             candidate = models.detector_from_bytes(vp.model_bytes, name=vp.manifest.name,
                                                    version=vp.manifest.version)
-            acceptance = models.acceptance_test(candidate, _current_detector(vault))
+            acceptance = models.acceptance_test(candidate, active_detector(vault, models.active_model(vault)))
         entry = models.store_package(vault, data, vp, acceptance, user=vault.user)
         st.session_state[IMPORTED] = entry.entry
     except (CrystalQCError, OSError) as e:

@@ -28,6 +28,19 @@ def get_model_detector(sha256: str, _model_bytes: bytes, *, name: str, version: 
     return detector_from_bytes(_model_bytes, name=name, version=version)
 
 
+def active_detector(vault, active, kind: str = "auto") -> Detector:
+    """The detector the app runs for ``kind``: for "auto" the active researcher model ``active`` (a
+    ui.models.ModelEntry of ``vault``; its bytes are checked against the accepted sha256 before they are loaded),
+    else - or when no model is active - the shipped default / classical one. Raises CrystalQCError as
+    ui.models.load_model_bytes and make_detector do."""
+    if kind != "auto" or active is None:
+        return get_detector(kind)
+    from ui.models import load_model_bytes
+
+    data = load_model_bytes(vault, active)
+    return get_model_detector(active.sha256, data, name=active.name, version=active.version)
+
+
 def sample_images() -> list[Path]:
     """The bundled sample images a new user can try at once."""
     if not SAMPLES_DIR.is_dir():
