@@ -80,7 +80,7 @@ def build_pdf_report(results: ImageResult | Sequence[ImageResult], *, overlay_pn
     pdf.add_page()
 
     calibrated = summary.number_um is not None
-    unit = "µm" if calibrated else "px"
+    unit = summary.unit
     # Title line.
     pdf.font(15, bold=True)
     pdf.set_xy(_MARGIN, _MARGIN)
@@ -148,7 +148,7 @@ def build_pdf_report(results: ImageResult | Sequence[ImageResult], *, overlay_pn
 
     # Histogram.
     sizes = pooled_sizes(items)  # µm exactly when the summary is calibrated
-    dv = summary.number_um if calibrated else summary.number
+    dv = summary.dvalues()
     _histogram(pdf, sizes, dv, unit=unit, x=_MARGIN, y=y, w=_PAGE_W - 2 * _MARGIN, h=58)
     y += 58 + 6
 
@@ -431,7 +431,7 @@ def _batch_rows(pdf: _Page, items: list[ImageResult], *, unit: str, calibrated: 
     for r in shown:
         s = summarize_particles(r.particles, pixel_size_um=r.pixel_size_um if calibrated else None,
                                 include_border=r.include_border)
-        dv = s.number_um if calibrated else s.number
+        dv = s.dvalues()
         pdf.set_xy(_MARGIN, y)
         for wcol, value, align in zip(widths, (r.name, s.n_crystals, s.n_agglomerates, _num(dv.d10),
                                                _num(dv.d50), _num(dv.d90)), "LRRRRR"):

@@ -86,6 +86,19 @@ class SizeSummary:
     particles_per_mm2: float | None
     warnings: tuple[str, ...] = field(default_factory=tuple)
 
+    @property
+    def unit(self) -> str:
+        """The unit sizes are reported in: "µm" when calibrated (the µm values exist), else "px"."""
+        return "µm" if self.number_um is not None else "px"
+
+    def dvalues(self, weighting: str = "number") -> DValues:
+        """The ``weighting`` ("number" or "volume") D-values in :attr:`unit`."""
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+        if weighting == "number":
+            return self.number_um if self.number_um is not None else self.number
+        return self.volume_um if self.volume_um is not None else self.volume
+
 
 def not_counted_reason(particle: Particle, *, include_border: bool) -> str | None:
     """Why ``particle`` does not count (its ``excluded_reason``, or ``"on_border"``), or None when it counts."""

@@ -101,11 +101,10 @@ result, detected = review.result, review.detected
 rev = st.session_state.get(REVISION, 0)
 
 # ---------------------------------------------------------------------------------------------- figures that update
-calibrated = result.pixel_size_um is not None
-unit = "µm" if calibrated else "px"
 now, before = (summarize_particles(r.particles, pixel_size_um=r.pixel_size_um, include_border=r.include_border)
                for r in (result, detected))
-dv_now, dv_before = ((s.number_um if calibrated else s.number) for s in (now, before))
+unit = now.unit
+dv_now, dv_before = now.dvalues(), before.dvalues()
 edited = bool(review.edits)
 cols = st.columns(6)
 cols[0].metric("Crystals", now.n_crystals, delta=now.n_crystals - before.n_crystals if edited else None,

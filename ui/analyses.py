@@ -130,10 +130,9 @@ def _summary_meta(result: ImageResult) -> dict:
     summary = summarize_particles(result.particles, pixel_size_um=result.pixel_size_um,
                                   include_border=result.include_border,
                                   image_area_px=float(result.meta.width * result.meta.height))
-    calibrated = result.pixel_size_um is not None
-    dv = summary.number_um if calibrated else summary.number
+    dv = summary.dvalues()
     return {"n_crystals": int(summary.n_crystals), "n_agglomerates": int(summary.n_agglomerates),
-            "d50": _finite_or_none(dv.d50), "unit": "µm" if calibrated else "px",
+            "d50": _finite_or_none(dv.d50), "unit": summary.unit,
             "span": _finite_or_none(dv.span), "agglomerate_fraction": _finite_or_none(summary.agglomerate_fraction)}
 
 

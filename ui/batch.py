@@ -220,11 +220,11 @@ def overview_table(outcomes: Sequence[Outcome]) -> pd.DataFrame:
         if o.result is not None:
             r = o.result
             s = summarize_particles(r.particles, pixel_size_um=r.pixel_size_um, include_border=r.include_border)
-            dv = s.number_um if s.number_um is not None else s.number
+            dv = s.dvalues()
             row.update({"crystals": s.n_crystals, "agglomerates": s.n_agglomerates,
                         "agglomerates %": _pct(s.agglomerate_fraction), "D10": _sig(dv.d10),
                         "D50": _sig(dv.d50), "D90": _sig(dv.d90), "span": _sig(dv.span),
-                        "unit": "µm" if r.pixel_size_um is not None else "px"})
+                        "unit": s.unit})
         rows.append(row)
     return pd.DataFrame(rows, columns=["image", "status", "crystals", "agglomerates", "agglomerates %", "D10", "D50",
                                        "D90", "span", "unit", "analysis id", "message"])

@@ -60,8 +60,7 @@ def render_result(result: ImageResult, *, csvs: dict[str, bytes], analysis_id: s
                                   include_border=result.include_border,
                                   image_area_px=float(result.meta.width * result.meta.height))
     calibrated = result.pixel_size_um is not None
-    unit = "µm" if calibrated else "px"
-    dv = summary.number_um if calibrated else summary.number
+    unit, dv = summary.unit, summary.dvalues()
 
     row1, row2 = st.columns(4), st.columns(4)
     row1[0].metric("Crystals", summary.n_crystals)
@@ -152,16 +151,12 @@ def _render_images(result: ImageResult, *, original: Callable[[], np.ndarray] | 
 
 
 def _render_charts(result: ImageResult, summary, *, unit: str, key: str) -> None:
-    calibrated = result.pixel_size_um is not None
     kept = counted(result.particles, include_border=result.include_border)
     scale = result.pixel_size_um or 1.0
     ecd = np.array([p.ecd_px * scale for p in kept], dtype=float)
     weighting = st.radio("Weighting", ["number", "volume"], horizontal=True, key=f"{key}_weighting")
     log_axis = st.toggle("Logarithmic size axis", value=False, key=f"{key}_log_axis")
-    if weighting == "number":
-        dvw = summary.number_um if calibrated else summary.number
-    else:
-        dvw = summary.volume_um if calibrated else summary.volume
+    dvw = summary.dvalues(weighting)
     c1, c2 = st.columns(2)
     c1.plotly_chart(size_histogram(ecd, unit=unit, weighting=weighting, log=log_axis, dvalues=dvw),
                     width="stretch", key=f"{key}_hist")
@@ -208,8 +203,7 @@ def render_batch_summary(outcomes: Sequence[Outcome], *, key: str) -> None:
     if not results:
         return
     pooled = summarize_results(results)
-    unit = "µm" if pooled.number_um is not None else "px"
-    dv = pooled.number_um if pooled.number_um is not None else pooled.number
+    unit, dv = pooled.unit, pooled.dvalues()
     cols = st.columns(3) + st.columns(3)
     cols[0].metric("Crystals (batch)", pooled.n_crystals)
     cols[1].metric("Agglomerates (batch)", pooled.n_agglomerates)

@@ -192,6 +192,20 @@ def test_batch_with_an_uncalibrated_image_has_no_um():
     assert "1 of 2 images have no pixel size: batch values are in pixels only" in batch.warnings
 
 
+def test_summary_unit_and_dvalues_follow_the_calibration():
+    ps = [_p(10.0, pid=1), _p(20.0, pid=2), _p(30.0, pid=3)]
+    px = summarize_particles(ps)
+    um = summarize_particles(ps, pixel_size_um=0.5)
+    assert (px.unit, um.unit) == ("px", "µm")
+    assert px.dvalues() == px.number and px.dvalues("volume") == px.volume
+    assert um.dvalues() == um.number_um and um.dvalues("volume") == um.volume_um
+    assert um.dvalues().d50 == pytest.approx(10.0)  # 20 px * 0.5 µm/px
+    mixed = summarize_results([_result(ps, px_um=0.5), _result(ps)])
+    assert mixed.unit == "px" and mixed.dvalues() == mixed.number
+    with pytest.raises(ValueError, match="weighting"):
+        um.dvalues("area")
+
+
 def test_batch_respects_each_image_border_rule():
     ps = [_p(10.0), _p(12.0, border=True)]
     batch = summarize_results([_result(ps, include_border=False), _result(ps, include_border=True)])
