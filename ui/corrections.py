@@ -60,6 +60,7 @@ _ID_COLOUR = "#C2008C"  # magenta: apart from the overlay's green/orange/blue/re
 _STEM_RE = re.compile(r"[^A-Za-z0-9._-]+")
 # One read-modify-write of an analysis's edits at a time (the app is one process; two sessions could edit at once).
 _WRITE_LOCK = threading.Lock()
+_NOTHING_TO_CORRECT = "Choose what to correct first."
 
 
 @dataclass(frozen=True, eq=False)
@@ -99,10 +100,13 @@ def _store(vault: Vault, analysis_id: str, replay: Replay) -> AnalysisInfo:
     """Write detected.json (first time), edits.json, the CSVs and result.json (last) for ``replay``."""
     result_name = entry_name(analysis_id, "result.json")
     detected_name = entry_name(analysis_id, DETECTED_PART)
-    if not vault.exists(detected_name):  # result.json is still the detector's own: keep it, bytes and meta
-        vault.put(detected_name, vault.get(result_name), kind="result", meta=vault.info(result_name).meta)
+    if vault.exists(detected_name):
+        detected_json = vault.get(detected_name)
+    else:  # result.json is still the detector's own: keep it, bytes and meta
+        detected_json = vault.get(result_name)
+        vault.put(detected_name, detected_json, kind="result", meta=vault.info(result_name).meta)
     detected_meta = vault.info(detected_name).meta
-    _, extra = result_from_json(vault.get(detected_name))
+    _, extra = result_from_json(detected_json)
     vault.put(entry_name(analysis_id, EDITS_PART), edits_to_json(replay.edits), kind="edits")
     corrected = replay.result
     for report, data in report_csvs(corrected).items():
@@ -143,13 +147,17 @@ def record_edits(vault: Vault, analysis_id: str, edits: Sequence[Edit], *, user:
         VaultError, OSError from the vault.
     """
     if not edits:
-        raise CorrectionError("Choose what to correct first.")
+        raise CorrectionError(_NOTHING_TO_CORRECT)
     with _WRITE_LOCK:
-        review = load_review(vault, analysis_id)
-        replay = replay_edits(review.detected, review.edits + tuple(edits))
-        info = _store(vault, analysis_id, replay)
-        for details in _audit_records(analysis_id, replay.edits[len(review.edits):], review.result):
-            vault.audit.append("correction", user=user, details=details)
+        return _record(vault, analysis_id, load_review(vault, analysis_id), edits, user=user)
+
+
+def _record(vault: Vault, analysis_id: str, review: Review, edits: Sequence[Edit], *, user: str) -> Review:
+    """:func:`record_edits` on ``review``, which the caller loaded while holding ``_WRITE_LOCK`` (still held)."""
+    replay = replay_edits(review.detected, review.edits + tuple(edits))
+    info = _store(vault, analysis_id, replay)
+    for details in _audit_records(analysis_id, replay.edits[len(review.edits):], review.result):
+        vault.audit.append("correction", user=user, details=details)
     return Review(info=info, detected=review.detected, edits=replay.edits, result=replay.result,
                   manual_ids=replay.manual_ids)
 
@@ -168,14 +176,18 @@ def set_class(vault: Vault, analysis_id: str, particle_ids: Sequence[int], class
     Raises:
         CorrectionError: every chosen particle already is ``class_name``. As :func:`record_edits`.
     """
-    current = {p.particle_id: p.class_name for p in load_review(vault, analysis_id).result.particles}
-    todo = [int(pid) for pid in particle_ids if current.get(int(pid)) != class_name]
-    if particle_ids and not todo:
-        noun = "particle is" if len(particle_ids) == 1 else "particles are"
-        raise CorrectionError(f"The chosen {noun} already {class_name}s: nothing to change.")
-    time = now_iso()
-    return record_edits(vault, analysis_id, [Edit("set_class", particle_id=pid, class_name=class_name, user=user,
-                                                  time=time) for pid in todo], user=user)
+    with _WRITE_LOCK:  # one load serves the check and the edit
+        review = load_review(vault, analysis_id)
+        current = {p.particle_id: p.class_name for p in review.result.particles}
+        todo = [int(pid) for pid in particle_ids if current.get(int(pid)) != class_name]
+        if particle_ids and not todo:
+            noun = "particle is" if len(particle_ids) == 1 else "particles are"
+            raise CorrectionError(f"The chosen {noun} already {class_name}s: nothing to change.")
+        if not todo:
+            raise CorrectionError(_NOTHING_TO_CORRECT)
+        time = now_iso()
+        return _record(vault, analysis_id, review, [Edit("set_class", particle_id=pid, class_name=class_name,
+                                                         user=user, time=time) for pid in todo], user=user)
 
 
 def add_box(vault: Vault, analysis_id: str, box: Sequence[int], class_name: str, *, user: str) -> Review:
