@@ -34,7 +34,7 @@ from analysis.report import particles_table, summary_table, to_csv_bytes
 from analysis.stats import counted, pooled_sizes, summarize_particles
 from ui.analyses import AnalysisInfo, clean_label, entry_name, save_analysis
 from ui.archive import cleaned_from_png
-from ui.settings import AppSettings, profile_by_name
+from ui.settings import AppSettings
 from vault import Vault
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def default_profile_index(settings: AppSettings, remembered: str | None = None) 
     still exists, else the settings' default profile, else uncalibrated."""
     options = profile_options(settings)
     for name in (remembered, settings.default_profile):
-        if name is not None and (name == "" or profile_by_name(settings, name) is not None) and name in options:
+        if name in options:  # a profile that exists, or "" (uncalibrated)
             return options.index(name)
     return len(options) - 1
 
