@@ -114,8 +114,7 @@ class CalibrationProfile:
         if not name:
             raise SettingsError("Give the calibration profile a name (e.g. 'Axio 10x').")
         um = self.um_per_px
-        if isinstance(um, bool) or not isinstance(um, (int, float)) or not math.isfinite(um) \
-                or not 0.0 < um < MAX_PIXEL_SIZE_UM:
+        if not (_is_number(um) and 0.0 < um < MAX_PIXEL_SIZE_UM):
             raise SettingsError(f"The pixel size of profile '{name}' must be a number of µm per pixel above 0 and "
                                 f"below {MAX_PIXEL_SIZE_UM:g}.")
         day = self.calibrated_on
@@ -340,8 +339,8 @@ def _profiles_from_json(items: object) -> tuple[CalibrationProfile, ...]:
         return ()
     profiles: list[CalibrationProfile] = []
     seen: set[str] = set()
+    fields = {f.name for f in dataclasses.fields(CalibrationProfile)}
     for i, item in enumerate(items[:MAX_PROFILES]):
-        fields = {f.name for f in dataclasses.fields(CalibrationProfile)}
         try:
             if not isinstance(item, dict):
                 raise SettingsError("not an object")
