@@ -27,7 +27,8 @@ from fpdf.enums import XPos, YPos
 from PIL import Image
 
 from analysis.records import ImageResult
-from analysis.stats import DValues, SizeSummary, histogram, pooled_sizes, summarize_particles, summarize_results
+from analysis.stats import (DValues, SizeSummary, histogram, pooled_sizes, summarize_particles, summarize_result,
+                            summarize_results)
 
 #: Where a Unicode TTF font is looked for (regular, bold); the first pair whose regular file exists is used.
 FONT_CANDIDATES: tuple[tuple[str, str], ...] = (
@@ -255,11 +256,7 @@ def _thumbnail(data: bytes) -> io.BytesIO:
 
 
 def _summary(items: list[ImageResult]) -> SizeSummary:
-    if len(items) == 1:
-        r = items[0]
-        return summarize_particles(r.particles, pixel_size_um=r.pixel_size_um, include_border=r.include_border,
-                                   image_area_px=float(r.meta.width * r.meta.height))
-    return summarize_results(items)
+    return summarize_result(items[0]) if len(items) == 1 else summarize_results(items)
 
 
 def _num(value: float | None, digits: int = 3) -> str:

@@ -217,6 +217,14 @@ def summarize_particles(
     return pool.summary(calibrated=scale is not None, area_mm2=area_mm2, notes=())
 
 
+def summarize_result(result: ImageResult) -> SizeSummary:
+    """:func:`summarize_particles` of one analysed image, with its pixel size, border rule and area (so the density
+    is known when it is calibrated)."""
+    return summarize_particles(result.particles, pixel_size_um=result.pixel_size_um,
+                               include_border=result.include_border,
+                               image_area_px=float(result.meta.width * result.meta.height))
+
+
 def summarize_results(results: Sequence[ImageResult]) -> SizeSummary:
     """Batch summary: pools the counted particles of all images (each with its own border rule and calibration).
 

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 
 from analysis.records import ImageResult
 from analysis.report import particles_table, summary_table, to_csv_bytes
-from analysis.stats import summarize_particles
+from analysis.stats import summarize_result
 from ui.archive import ArchiveFormatError, cleaned_from_png, cleaned_to_png, result_from_json, result_to_json
 from vault import EntryNotFoundError, Vault
 
@@ -127,9 +127,7 @@ def _optional_float(value: object) -> float | None:
 
 
 def _summary_meta(result: ImageResult) -> dict:
-    summary = summarize_particles(result.particles, pixel_size_um=result.pixel_size_um,
-                                  include_border=result.include_border,
-                                  image_area_px=float(result.meta.width * result.meta.height))
+    summary = summarize_result(result)
     dv = summary.dvalues()
     return {"n_crystals": int(summary.n_crystals), "n_agglomerates": int(summary.n_agglomerates),
             "d50": _finite_or_none(dv.d50), "unit": summary.unit,

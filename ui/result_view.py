@@ -19,7 +19,7 @@ from analysis.overlay import render_overlay
 from analysis.records import ImageResult
 from analysis.report import excluded_table, particles_table
 from analysis.errors import CrystalQCError
-from analysis.stats import counted, summarize_particles, summarize_results
+from analysis.stats import counted, summarize_result, summarize_results
 from ui import session
 from ui.analyses import AnalysisInfo
 from ui.batch import Outcome, analysed, batch_csvs, overlay_png, overview_table, pooled_sizes, report_pdf
@@ -56,9 +56,7 @@ def render_result(result: ImageResult, *, csvs: dict[str, bytes], analysis_id: s
     per screen); ``extra_downloads`` renders more download buttons next to the others; ``original`` returns the
     image before cleaning (float32 (H, W)) for the before/after view, decoded only when asked for; ``info`` (the
     saved analysis) puts its product, lot and calibration profile on screen and in the PDF report."""
-    summary = summarize_particles(result.particles, pixel_size_um=result.pixel_size_um,
-                                  include_border=result.include_border,
-                                  image_area_px=float(result.meta.width * result.meta.height))
+    summary = summarize_result(result)
     calibrated = result.pixel_size_um is not None
     unit, dv = summary.unit, summary.dvalues()
 

@@ -15,6 +15,7 @@ from analysis.stats import (
     not_counted_reason,
     size_distribution,
     summarize_particles,
+    summarize_result,
     summarize_results,
 )
 
@@ -204,6 +205,14 @@ def test_summary_unit_and_dvalues_follow_the_calibration():
     assert mixed.unit == "px" and mixed.dvalues() == mixed.number
     with pytest.raises(ValueError, match="weighting"):
         um.dvalues("area")
+
+
+def test_summarize_result_uses_the_image_calibration_border_rule_and_area():
+    ps = [_p(10.0, pid=1), _p(20.0, pid=2, border=True)]
+    s = summarize_result(_result(ps, px_um=2.0, include_border=False, w=500, h=250))
+    assert (s.n_total, s.excluded_by_reason) == (1, {"on_border": 1})
+    assert s.number_um.d50 == pytest.approx(20.0)
+    assert s.particles_per_mm2 == pytest.approx(1 / (500 * 250 * 4.0 * 1e-6))  # 1 crystal in 0.5 mm²
 
 
 def test_batch_respects_each_image_border_rule():
