@@ -106,10 +106,6 @@ class Outcome:
     error: str = ""
 
     @property
-    def analysed(self) -> bool:
-        return self.result is not None
-
-    @property
     def n_counted(self) -> int:
         if self.result is None:
             return 0
