@@ -204,8 +204,9 @@ def list_analyses(vault: Vault) -> list[AnalysisInfo]:
     return sorted(out, key=lambda a: a.analysis_id, reverse=True)
 
 
-def load_analysis(vault: Vault, analysis_id: str) -> StoredAnalysis:
-    """Read a saved analysis back: result JSON + cleaned image (decrypted in memory only).
+def load_analysis(vault: Vault, analysis_id: str, *, with_cleaned: bool = True) -> StoredAnalysis:
+    """Read a saved analysis back: result JSON + cleaned image (decrypted in memory only). ``with_cleaned=False``
+    leaves the cleaned image unread (``result.cleaned`` None) for callers that need only the particles.
 
     Raises:
         ArchiveFormatError: bad id or unreadable record. EntryNotFoundError: no such analysis.
@@ -214,7 +215,7 @@ def load_analysis(vault: Vault, analysis_id: str) -> StoredAnalysis:
     name = entry_name(analysis_id, "result.json")
     info = _info(analysis_id, vault.info(name).meta)
     cleaned_name = entry_name(analysis_id, "cleaned.png")
-    cleaned = cleaned_from_png(vault.get(cleaned_name)) if vault.exists(cleaned_name) else None
+    cleaned = cleaned_from_png(vault.get(cleaned_name)) if with_cleaned and vault.exists(cleaned_name) else None
     result, _ = result_from_json(vault.get(name), cleaned=cleaned)
     return StoredAnalysis(info=info, result=result)
 

@@ -331,7 +331,7 @@ def export_labelled_dataset(vault: Vault, analysis_ids: Sequence[str], *, user: 
     n_objects = 0
     with zipfile.ZipFile(buffer, "w") as zf:
         for analysis_id in ids:
-            stored = load_analysis(vault, analysis_id)
+            stored = load_analysis(vault, analysis_id, with_cleaned=False)  # labels need the particles only
             stem = _stem(analysis_id, stored.info.image_name)
             labels = yolo_labels(stored.result, classes=CLASS_NAMES)
             n_objects += labels.count("\n")

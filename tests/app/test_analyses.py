@@ -54,6 +54,9 @@ def test_save_list_load_round_trip(vault, analysed):
     assert len(stored.result.particles) == len(result.particles)
     assert stored.result.particles[0] == result.particles[0]
     assert np.max(np.abs(stored.result.cleaned - result.cleaned)) < 1e-4
+    light = load_analysis(vault, info.analysis_id, with_cleaned=False)
+    assert light.info == info and light.result.cleaned is None
+    assert light.result.particles == stored.result.particles
     assert read_report(vault, info.analysis_id, "particles") == report_csvs(result)["particles"]
     assert read_report(vault, info.analysis_id, "summary") == report_csvs(result)["summary"]
     assert read_original(vault, info) == data
