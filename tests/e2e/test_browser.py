@@ -221,7 +221,8 @@ def test_create_upload_download_lock_unlock_in_a_real_browser(app_server, page):
     if os.environ.get("CRYSTALQC_SCREENSHOTS"):
         visit(page, "Review", "03-review")
         visit(page, "History", "04-history", then="Open")  # the saved analysis opened again
-        for title, shot in (("Settings", "05-settings"), ("Models", "06-models"), ("Audit log", "07-audit-log")):
+        for title, shot in (("Settings", "05-settings"), ("Models", "06-models"), ("Audit log", "07-audit-log"),
+                            ("Share with a researcher", "08-share"), ("Industry comparison", "09-industry")):
             visit(page, title, shot)
 
     page.get_by_role("button", name=re.compile(r"Lock$")).click()
