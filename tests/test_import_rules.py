@@ -1,24 +1,14 @@
 """Architecture rules from DESIGN.md, checked on the source (no imports executed)."""
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
+from tests.importscan import imported_roots
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("analysis", "detection", "vault")
-
-
-def _imported_roots(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    roots: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            roots.add(node.module.split(".")[0])
-    return roots
 
 
 def _sources(*packages: str) -> list[Path]:
@@ -31,13 +21,13 @@ def test_there_are_sources_to_check():
 
 @pytest.mark.parametrize("path", _sources(*PACKAGES), ids=lambda p: str(p.relative_to(ROOT)))
 def test_packages_never_import_streamlit(path):
-    assert "streamlit" not in _imported_roots(path)
+    assert "streamlit" not in imported_roots(path)
 
 
 @pytest.mark.parametrize("path", _sources(*PACKAGES, "screens", "ui") + [ROOT / "app.py"],
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_only_training_code_imports_torch_or_ultralytics(path):
-    roots = _imported_roots(path)
+    roots = imported_roots(path)
     if path.parent.name == "detection" and path.name.startswith(("train", "export")):
         return
     assert not roots & {"torch", "torchvision", "ultralytics"}, f"{path} imports training-only packages"
@@ -46,4 +36,4 @@ def test_only_training_code_imports_torch_or_ultralytics(path):
 def test_rule_checker_sees_imports(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("import os\nfrom streamlit import x\nimport torch.nn as nn\nfrom . import sibling\n")
-    assert _imported_roots(probe) == {"os", "streamlit", "torch"}
+    assert imported_roots(probe) == {"os", "streamlit", "torch"}

@@ -7,24 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.importscan import imported_roots
+
 ROOT = Path(__file__).resolve().parents[2]
 PURE = ("archive.py", "analyses.py", "settings.py", "passphrase.py", "models.py")
 APP_SOURCES = sorted([ROOT / "app.py", *(ROOT / "screens").glob("*.py"), *(ROOT / "ui").glob("*.py")])
 
 
-def _imports(path: Path) -> set[str]:
-    roots = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            roots.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            roots.add(node.module.split(".")[0])
-    return roots
-
-
 @pytest.mark.parametrize("name", PURE)
 def test_pure_ui_modules_do_not_import_streamlit(name):
-    assert "streamlit" not in _imports(ROOT / "ui" / name)
+    assert "streamlit" not in imported_roots(ROOT / "ui" / name)
 
 
 def _names_used(path: Path) -> set[str]:

@@ -2,23 +2,14 @@
 encryption library can be audited or swapped there."""
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 
+from tests.importscan import imported_roots
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted((ROOT / "collab").glob("*.py"))
-
-
-def _roots(path: Path) -> set[str]:
-    roots = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            roots.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            roots.add(node.module.split(".")[0])
-    return roots
 
 
 def test_there_are_sources():
@@ -27,10 +18,10 @@ def test_there_are_sources():
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
 def test_collab_never_imports_streamlit_or_training_code(path):
-    assert not _roots(path) & {"streamlit", "torch", "torchvision", "ultralytics"}
+    assert not imported_roots(path) & {"streamlit", "torch", "torchvision", "ultralytics"}
 
 
 @pytest.mark.parametrize("path", SOURCES + sorted((ROOT / "screens").glob("*.py")) + sorted(ROOT.glob("ui/*.py")),
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_only_crypto_age_imports_pyrage(path):
-    assert ("pyrage" in _roots(path)) == (path == ROOT / "collab" / "crypto_age.py")
+    assert ("pyrage" in imported_roots(path)) == (path == ROOT / "collab" / "crypto_age.py")
