@@ -234,6 +234,38 @@ def test_refine_mask_falls_back_to_an_ellipse_on_empty_background():
     assert not mask[0, 0] and mask[10, 20]
 
 
+def test_refine_mask_joins_the_parts_of_one_boxed_object():
+    # two separate bodies inside one detector box (e.g. the two halves of a crystal split by a bright facet): the
+    # segment overlapping the box most covers half of it, so the union of the parts inside the box is returned
+    s = Scene(160, 220)
+    left, right = polygon(80, 80, 18, 4), polygon(140, 80, 18, 4)
+    s.crystal(left)
+    s.crystal(right)
+    cleaned = clean_image(s.render(seed=11))
+    lo, hi = box_of(left), box_of(right)
+    box = (float(lo[0]) - 2, float(min(lo[1], hi[1])) - 2, float(hi[2]) + 2, float(max(lo[3], hi[3])) + 2)
+    one = cv2.contourArea(left.astype(np.float32))
+    assert refine_mask(cleaned, box, min_box_iou=0.0)[4].sum() == pytest.approx(one, rel=0.25)  # one body only
+    x0, y0, x1, y1, mask = refine_mask(cleaned, box)
+    assert mask.sum() == pytest.approx(2 * one, rel=0.25)
+    assert mask[80 - y0, 80 - x0] and mask[80 - y0, 140 - x0]
+    assert box_iou(np.array([[x0, y0, x1, y1]], float), np.array([box]))[0, 0] > 0.7
+
+
+def test_refine_mask_uses_the_box_when_the_segment_is_a_small_part_of_it():
+    # a small dark speck in a large box (the model boxed a faint crystal whose rim does not segment): the speck's
+    # outline would measure a 10 px object; the inscribed ellipse keeps the model's size
+    s = Scene(160, 200)
+    speck = polygon(100, 80, 5, 6)
+    s.crystal(speck)
+    cleaned = clean_image(s.render(seed=12))
+    box = (60.0, 40.0, 140.0, 120.0)
+    assert refine_mask(cleaned, box, min_box_iou=0.0)[4].sum() < 200  # without the check: the speck
+    x0, y0, x1, y1, mask = refine_mask(cleaned, box)
+    assert (x0, y0, x1, y1) == (60, 40, 140, 120)
+    assert mask.sum() == pytest.approx(np.pi * 40 * 40, rel=0.1)
+
+
 def test_refine_mask_rejects_a_box_outside_the_image():
     cleaned = np.full((50, 50), BG, np.float32)
     with pytest.raises(ValueError, match="no area"):
