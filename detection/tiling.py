@@ -31,7 +31,7 @@ import math
 
 import numpy as np
 
-from detection.yolo import box_area, pairwise_intersection
+from detection.yolo import box_area, nms, pairwise_intersection, pairwise_iou
 
 
 def _starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -257,3 +257,42 @@ def _clip(boxes: np.ndarray, region: np.ndarray) -> np.ndarray:
     out[:, [0, 2]] = np.clip(out[:, [0, 2]], region[0], region[2])
     out[:, [1, 3]] = np.clip(out[:, [1, 3]], region[1], region[3])
     return out
+
+
+def merge_scales(
+    fine: tuple[np.ndarray, np.ndarray, np.ndarray],
+    coarse: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    iou_threshold: float,
+    class_agnostic: bool = True,
+    contain_fraction: float = 0.8,
+    min_area_ratio: float = 2.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Join the detections of a native-scale pass (``fine``) and a downscaled pass (``coarse``), both already in
+    full-image pixels, each ``(boxes (N, 4) xyxy, scores (N,), class_ids (N,))``.
+
+    The coarse pass is there for objects too large for the model at native scale, which sees only their parts
+    (a rim, a bright facet). Rule: (1) a fine box lying mostly inside a coarse box (intersection over its own area
+    >= ``contain_fraction``) that is at least ``min_area_ratio`` times larger is such a part; (2) a coarse box is
+    used only when the native pass supports it: it holds such a part, or a fine box matches it (IoU >=
+    ``iou_threshold``). A large object in focus shows sharp parts at native scale; a large crystal blurred at
+    another depth shows none (the model was trained to ignore blur), though at half scale it can look sharp
+    enough to be boxed; (3) the parts inside a used coarse box are dropped, and the rest of both passes goes
+    through one NMS at ``iou_threshold`` (class-agnostic unless told otherwise), so an object both passes found is
+    kept once, with the higher score. Returns ``(boxes, scores, class_ids)`` highest score first (float32, float32,
+    int32).
+    """
+    fb, fs, fc = (np.asarray(a) for a in fine)
+    cb, cs, cc = (np.asarray(a) for a in coarse)
+    fb, cb = fb.reshape(-1, 4), cb.reshape(-1, 4)
+    inside = pairwise_intersection(fb, cb) >= contain_fraction * np.maximum(box_area(fb), 1e-6)[:, None]
+    is_part = inside & (box_area(cb)[None, :] >= min_area_ratio * box_area(fb)[:, None])
+    supported = is_part.any(axis=0) | (pairwise_iou(fb, cb) >= iou_threshold).any(axis=0)
+    cb, cs, cc = cb[supported], cs[supported], cc[supported]
+    part = is_part[:, supported].any(axis=1)
+    fb, fs, fc = fb[~part], fs[~part], fc[~part]
+    boxes = np.concatenate([fb.reshape(-1, 4), cb.reshape(-1, 4)]).astype(np.float32)
+    scores = np.concatenate([fs.reshape(-1), cs.reshape(-1)]).astype(np.float32)
+    classes = np.concatenate([fc.reshape(-1), cc.reshape(-1)]).astype(np.int32)
+    keep = nms(boxes, scores, iou_threshold=iou_threshold, class_ids=None if class_agnostic else classes)
+    return boxes[keep], scores[keep], classes[keep]

@@ -14,7 +14,7 @@ from detection.onnx_detector import OnnxDetector, OnnxDetectorOptions, exclusion
 from tests.detection.onnx_fixtures import band_model, constant_model, finish_model, ultralytics_props
 
 NAMES = ("crystal", "agglomerate", "mimic")
-OPTS = OnnxDetectorOptions(tile_overlap_px=16)  # the tiny models take 64x64 inputs
+OPTS = OnnxDetectorOptions(coarse_scale=0.0, tile_overlap_px=16)  # the tiny models take 64x64 inputs
 CRYSTAL, AGGLOMERATE, MIMIC = 1.0, 0.7, 0.3  # grey levels the band model maps to classes 0, 1, 2
 
 
@@ -258,7 +258,7 @@ def test_image_smaller_than_input_is_padded_not_scaled(detector):
 
 def test_conf_threshold_is_an_argument(detector):
     img = _image(64, 64, [(5, 10, 30, 20, CRYSTAL)])
-    strict = OnnxDetectorOptions(tile_overlap_px=16, conf_threshold=0.95)
+    strict = OnnxDetectorOptions(coarse_scale=0.0, tile_overlap_px=16, conf_threshold=0.95)
     assert len(detector.predict_boxes(img, options=strict)[0]) == 0
     assert len(detector.predict_boxes(img, options=OPTS)[0]) == 1
 
@@ -298,7 +298,7 @@ def test_fixed_batch_models_and_batch_sizes_agree():
     results = []
     for batch, batch_size in (("batch", 1), ("batch", 4), (1, 4), (2, 4)):
         det = OnnxDetector(band_model(batch=batch))
-        boxes, _, cls = det.predict_boxes(img, options=OnnxDetectorOptions(tile_overlap_px=16, batch_size=batch_size))
+        boxes, _, cls = det.predict_boxes(img, options=OnnxDetectorOptions(coarse_scale=0.0, tile_overlap_px=16, batch_size=batch_size))
         results.append(sorted(zip(cls.tolist(), boxes.tolist())))
     assert all(r == results[0] for r in results)
     assert results[0] == [(0, [44, 10, 72, 20]), (1, [100, 60, 140, 90]), (2, [10, 70, 20, 80])]
@@ -321,11 +321,11 @@ def test_blank_tiles_are_skipped(detector, monkeypatch):
     monkeypatch.setattr(detector, "_run", counting_run)
     img = np.full((64, 208), 0.5, np.float32)  # 4 tiles at overlap 16: starts 0, 48, 96, 144
     img[10:20, 5:15] = CRYSTAL  # only in the first tile
-    boxes, _, _ = detector.predict_boxes(img, options=OnnxDetectorOptions(tile_overlap_px=16, batch_size=8))
+    boxes, _, _ = detector.predict_boxes(img, options=OnnxDetectorOptions(coarse_scale=0.0, tile_overlap_px=16, batch_size=8))
     assert calls == [1]
     np.testing.assert_allclose(boxes, [[5, 10, 15, 20]])
     calls.clear()
-    detector.predict_boxes(img, options=OnnxDetectorOptions(tile_overlap_px=16, batch_size=8, skip_empty_tiles=False))
+    detector.predict_boxes(img, options=OnnxDetectorOptions(coarse_scale=0.0, tile_overlap_px=16, batch_size=8, skip_empty_tiles=False))
     assert calls == [4]
     calls.clear()
     boxes, scores, cls = detector.predict_boxes(np.full((64, 64), 0.5, np.float32), options=OPTS)
@@ -394,7 +394,8 @@ def test_overlap_not_below_input_size(detector):
 @pytest.mark.parametrize(
     "kwargs",
     [{"conf_threshold": 1.0}, {"conf_threshold": -0.1}, {"iou_threshold": 0.0}, {"tile_overlap_px": -1},
-     {"batch_size": 0}, {"single_pass_max_pixels": 1000}],
+     {"batch_size": 0}, {"single_pass_max_pixels": 1000}, {"coarse_scale": 1.0}, {"coarse_scale": 0.05},
+     {"coarse_min_side_px": -1}],
 )
 def test_options_validation(kwargs):
     with pytest.raises(ValueError):
@@ -466,7 +467,7 @@ def test_dynamic_and_fixed_exports_of_one_model_find_the_same_boxes(detector, dy
 
 def test_dynamic_model_tiles_above_the_pixel_budget_and_merges_seams(dynamic_detector, monkeypatch):
     shapes = _recording(monkeypatch, dynamic_detector)
-    options = OnnxDetectorOptions(tile_overlap_px=16, single_pass_max_pixels=18432, batch_size=8)
+    options = OnnxDetectorOptions(coarse_scale=0.0, tile_overlap_px=16, single_pass_max_pixels=18432, batch_size=8)
     # 200 x 150 pads to 224 x 160 = 35840 > 18432 px; fewest pixels: 3 rows of 200 x 61 (inputs 64 x 224)
     tiles, input_hw = dynamic_detector.plan(150, 200, options=options)
     assert tiles.tolist() == [[0, 0, 200, 61], [0, 45, 200, 106], [0, 89, 200, 150]] and input_hw == (64, 224)
@@ -480,7 +481,7 @@ def test_dynamic_model_tiles_above_the_pixel_budget_and_merges_seams(dynamic_det
 def test_batches_stay_within_the_pixel_budget(detector, monkeypatch):
     shapes = _recording(monkeypatch, detector)
     img = np.random.default_rng(0).random((64, 208), dtype=np.float32)  # 4 tiles of 64 x 64
-    options = OnnxDetectorOptions(tile_overlap_px=16, batch_size=8, single_pass_max_pixels=2 * 64 * 64)
+    options = OnnxDetectorOptions(coarse_scale=0.0, tile_overlap_px=16, batch_size=8, single_pass_max_pixels=2 * 64 * 64)
     detector.predict_boxes(img, options=options)
     assert [s[0] for s in shapes] == [2, 2]
 
@@ -495,3 +496,51 @@ def test_session_uses_one_thread_per_usable_core_without_spinning():
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert od.session_options(1, allow_spinning=True).get_session_config_entry(
         "session.intra_op.allow_spinning") == "1"
+
+
+# ---------------------------------------------------------------- coarse pass for large objects
+
+
+def test_coarse_pass_replaces_the_parts_of_a_large_object_by_its_whole_box(detector, monkeypatch):
+    """The native pass sees only a facet of a large crystal; the half-scale pass sees the crystal (its boxes are
+    scaled back to full-image pixels); small coarse boxes are ignored; a separate small crystal stays."""
+    calls = []
+
+    def fake_native(self, img, options):
+        calls.append(img.shape)
+        if img.shape == (200, 300):  # native: a facet of the big crystal and a small crystal elsewhere
+            return (np.array([[60, 60, 90, 80], [250, 150, 262, 160]], np.float32), np.array([0.6, 0.7], np.float32),
+                    np.array([0, 0], np.int32))
+        assert img.shape == (100, 150)  # half scale: the big crystal (60 px -> 120 px long) and a 30 px box
+        return (np.array([[20, 20, 80, 60], [120, 70, 135, 85]], np.float32), np.array([0.9, 0.8], np.float32),
+                np.array([0, 0], np.int32))
+
+    monkeypatch.setattr(OnnxDetector, "_predict_native", fake_native)
+    options = OnnxDetectorOptions(coarse_scale=0.5, coarse_min_side_px=80)
+    boxes, scores, cls = detector.predict_boxes(np.zeros((200, 300), np.float32), options=options)
+    assert calls == [(200, 300), (100, 150)]
+    assert boxes.tolist() == [[40, 40, 160, 120], [250, 150, 262, 160]]
+    assert scores.tolist() == pytest.approx([0.9, 0.7])
+    assert boxes.dtype == np.float32 and cls.dtype == np.int32
+    # off: the native pass alone
+    calls.clear()
+    off = detector.predict_boxes(np.zeros((200, 300), np.float32), options=OnnxDetectorOptions(coarse_scale=0.0))
+    assert calls == [(200, 300)] and len(off[0]) == 2
+
+
+def test_coarse_pass_skipped_when_the_downscaled_image_is_below_one_stride(detector, monkeypatch):
+    shapes = []
+    monkeypatch.setattr(OnnxDetector, "_predict_native", lambda self, img, options: (
+        shapes.append(img.shape) or (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))))
+    detector.predict_boxes(np.zeros((40, 200), np.float32), options=OnnxDetectorOptions(coarse_scale=0.5))
+    assert shapes == [(40, 200)]  # 20 px high at half scale < stride 32
+    detector.predict_boxes(np.zeros((64, 200), np.float32), options=OnnxDetectorOptions(coarse_scale=0.5))
+    assert shapes[1:] == [(64, 200), (32, 100)]
+
+
+def test_coarse_pass_on_a_real_model_finds_the_same_object_once(detector):
+    img = _image(128, 128, [(10, 20, 110, 90, CRYSTAL)])
+    boxes, _, cls = detector.predict_boxes(img, options=OnnxDetectorOptions(tile_overlap_px=16, coarse_scale=0.5,
+                                                                            coarse_min_side_px=80))
+    assert cls.tolist() == [0]
+    np.testing.assert_allclose(boxes, [[10, 20, 110, 90]], atol=2)

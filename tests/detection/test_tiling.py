@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detection.tiling import merge_tile_detections, plan_tiles, round_up, tile_boxes, truncated_mask
+from detection.tiling import merge_scales, merge_tile_detections, plan_tiles, round_up, tile_boxes, truncated_mask
 
 
 @pytest.mark.parametrize(
@@ -206,3 +206,56 @@ def test_plan_tiles_errors():
         plan_tiles(100, 100, fixed_input=None, **{**PLAN, "stride": 0})
     with pytest.raises(ValueError, match="no grid"):
         plan_tiles(5000, 5000, fixed_input=None, **{**PLAN, "single_pass_max_pixels": 128 * 128})
+
+
+# ---------------------------------------------------------------- merging a native and a downscaled pass
+
+
+def _dets(boxes, scores, classes):
+    return np.array(boxes, np.float32).reshape(-1, 4), np.array(scores, np.float32), np.array(classes, np.int32)
+
+
+def test_merge_scales_drops_the_parts_of_a_large_object():
+    fine = _dets([[110, 110, 150, 140], [100, 100, 130, 120], [400, 400, 420, 420]], [0.9, 0.6, 0.5], [0, 0, 0])
+    coarse = _dets([[90, 90, 210, 190]], [0.4], [0])
+    boxes, scores, cls = merge_scales(fine, coarse, iou_threshold=0.5)
+    # both facets lie inside the large box (even the one scoring higher than it); the far crystal stays
+    assert boxes.tolist() == [[400, 400, 420, 420], [90, 90, 210, 190]]
+    assert scores.tolist() == pytest.approx([0.5, 0.4])
+    assert boxes.dtype == np.float32 and scores.dtype == np.float32 and cls.dtype == np.int32
+
+
+def test_merge_scales_keeps_an_object_found_by_both_passes_once_with_the_better_score():
+    fine = _dets([[100, 100, 200, 180]], [0.7], [0])
+    coarse = _dets([[98, 102, 204, 182]], [0.8], [1])
+    boxes, scores, cls = merge_scales(fine, coarse, iou_threshold=0.5)
+    assert boxes.tolist() == [[98, 102, 204, 182]] and cls.tolist() == [1]
+    # per-class NMS keeps both when the classes differ
+    assert len(merge_scales(fine, coarse, iou_threshold=0.5, class_agnostic=False)[0]) == 2
+
+
+def test_merge_scales_keeps_boxes_only_partly_inside_or_of_similar_size():
+    coarse = _dets([[100, 100, 200, 200]], [0.5], [0])
+    # a facet supports the large box; a neighbour reaching into it (1/3 inside) is another object and stays
+    fine = _dets([[120, 120, 150, 150], [180, 140, 240, 170]], [0.8, 0.9], [0, 0])
+    boxes, _, _ = merge_scales(fine, coarse, iou_threshold=0.5)
+    assert boxes.tolist() == [[180, 140, 240, 170], [100, 100, 200, 200]]
+    similar = _dets([[105, 105, 195, 190]], [0.9], [0])  # inside, but not 2 x smaller: the same object, NMS decides
+    boxes, scores, _ = merge_scales(similar, coarse, iou_threshold=0.5)
+    assert boxes.tolist() == [[105, 105, 195, 190]] and scores.tolist() == pytest.approx([0.9])
+
+
+def test_merge_scales_drops_a_large_box_the_native_pass_does_not_support():
+    # a large blurred crystal: boxed at half scale, but nothing sharp in it at native scale
+    coarse = _dets([[100, 100, 200, 200], [300, 300, 420, 380]], [0.7, 0.6], [0, 0])
+    fine = _dets([[310, 310, 340, 330], [150, 250, 170, 270]], [0.5, 0.5], [0, 0])
+    boxes, _, _ = merge_scales(fine, coarse, iou_threshold=0.5)
+    assert boxes.tolist() == [[300, 300, 420, 380], [150, 250, 170, 270]]
+
+
+def test_merge_scales_with_an_empty_pass():
+    some = _dets([[0, 0, 10, 10]], [0.5], [0])
+    none = _dets([], [], [])
+    assert merge_scales(some, none, iou_threshold=0.5)[0].tolist() == [[0, 0, 10, 10]]
+    assert merge_scales(none, some, iou_threshold=0.5)[0].shape == (0, 4)  # nothing supports the coarse box
+    assert merge_scales(none, none, iou_threshold=0.5)[0].shape == (0, 4)
