@@ -10,9 +10,12 @@ Flow for one image (float32 (H, W) in [0, 1]): plan the passes (:func:`detection
   stride) while that stays within ``OnnxDetectorOptions.single_pass_max_pixels``, else on the fewest equal large
   tiles that do.
 
-Pixels are never rescaled (the model was trained at the native pixel scale; a tile smaller than the input is
-padded). Blank tiles are skipped; tiles run in batches written straight into the input tensor; decode; per-tile
-NMS; merge across seams (:func:`detection.tiling.merge_tile_detections`). Boxes come back in full-image pixels.
+The native pass never rescales pixels (the model was trained at the native pixel scale; a tile smaller than the
+input is padded). Blank tiles are skipped; tiles run in batches written straight into the input tensor; decode;
+per-tile NMS; merge across seams (:func:`detection.tiling.merge_tile_detections`). Boxes come back in full-image pixels.
+Then, by default, the same on the image downscaled to half size, for objects too large for the model at native
+scale; its large boxes are merged with the native ones where the native pass supports them
+(:func:`detection.tiling.merge_scales`; ``OnnxDetectorOptions.coarse_scale``).
 
 Classes: 'crystal' and 'agglomerate' (:data:`analysis.records.COUNTED_CLASSES`) are counted. A class named like an
 exclusion reason ('dust', 'fibre', 'bubble', 'out_of_focus') gives a Detection excluded for that reason; a name
