@@ -131,7 +131,9 @@ def main() -> None:
     if not paths:
         sys.exit("no model: pass --model FILE or ship weights/<name>.cqcpkg")
     ours = [load_model(p, args.threads) for p in paths]
-    options = OnnxDetectorOptions(skip_empty_tiles=False)  # same passes on both sides
+    # same passes on both sides: the native-scale pass only (the half-scale pass of predict_boxes is not mirrored
+    # on the ultralytics side; it adds about a quarter of a native pass to ours)
+    options = OnnxDetectorOptions(skip_empty_tiles=False, coarse_scale=0.0)
     theirs = None
     try:
         os.environ.setdefault("YOLO_OFFLINE", "1")
