@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from analysis.focus import focus_score
+from analysis.quantiles import median, percentile
 from analysis.records import EXCLUSION_REASONS, Detection
 
 logger = logging.getLogger(__name__)
@@ -105,9 +106,9 @@ def _is_bubble(crop: np.ndarray, full: np.ndarray, contour: np.ndarray, options:
     ring = (cv2.dilate(full, _K5, iterations=3) > 0) & ~(cv2.dilate(full, _K5) > 0)
     if ring.sum() < 8:
         return False
-    background = float(np.median(crop[ring]))
+    background = median(crop[ring])
     inside = full > 0
-    depth = background - float(np.percentile(crop[inside], 5))
+    depth = background - percentile(crop[inside], 5)
     if depth <= 0.05 * background:
         return False
     dist = cv2.distanceTransform(full, cv2.DIST_L2, 5)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from analysis.quantiles import median, percentile, percentiles
+
 _PAD_PX = 12
 _K5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
 _SMOOTH_SIGMA_PX = 1.0
@@ -71,11 +73,12 @@ def edge_width_px(image: np.ndarray, mask: np.ndarray, *, x_min: int, y_min: int
     ring = (cv2.dilate(full, _K5, iterations=3) > 0) & ~(cv2.dilate(full, _K5) > 0)
     inside = crop[full > 0]
     if ring.sum() >= 8:
-        background = float(np.median(crop[ring]))
+        background = median(crop[ring])
     else:  # object fills the crop (image-sized object): fall back to everything outside it, or the whole crop
-        background = float(np.median(crop[full == 0])) if (full == 0).any() else float(np.median(crop))
-    contrast = max(background - float(np.percentile(inside, 5)), float(np.percentile(inside, 95)) - background)
-    gradient = float(np.percentile(np.sqrt(gx * gx + gy * gy)[band], 90))
+        background = median(crop[full == 0]) if (full == 0).any() else median(crop)
+    p5, p95 = percentiles(inside, (5, 95))
+    contrast = max(background - p5, p95 - background)
+    gradient = percentile(np.sqrt(gx * gx + gy * gy)[band], 90)
     if contrast <= 0 or gradient <= 1e-6:
         return float("inf")
     return contrast / gradient

@@ -47,6 +47,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from analysis.preprocess import BACKGROUND_LEVEL
+from analysis.quantiles import median, percentiles
 from analysis.records import Detection
 
 logger = logging.getLogger(__name__)
@@ -208,10 +209,10 @@ def _object_mask(
     """
     region_u8 = region.astype(np.uint8)
     ring = (cv2.dilate(region_u8, _K5, iterations=2) > 0) & ~(cv2.dilate(region_u8, _K3) > 0) & free
-    background = float(np.median(image[ring])) if ring.sum() >= 8 else BACKGROUND_LEVEL
-    inside = image[region]
-    dark = background - float(np.percentile(inside, 2))
-    bright = float(np.percentile(inside, 98)) - background
+    background = median(image[ring]) if ring.sum() >= 8 else BACKGROUND_LEVEL
+    p2, p98 = percentiles(image[region], (2, 98))
+    dark = background - p2
+    bright = p98 - background
     floor = options.min_deviation * background
     mask = np.zeros(region.shape, bool)
     if dark > floor:
@@ -225,7 +226,7 @@ def _object_mask(
         # the crystal at background level that touch a faint rim (bright facets) are not cut out as notches.
         to_mask = cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, 3)
         outline = region & ~(cv2.erode(region_u8, _K3, borderType=cv2.BORDER_REPLICATE) > 0)
-        halo = float(np.median(to_mask[outline])) if outline.any() else 0.0
+        halo = median(to_mask[outline]) if outline.any() else 0.0
         r = int(np.ceil(halo))
         if r > 0:
             kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
@@ -366,7 +367,7 @@ def _fill_faint_facets(piece: np.ndarray, grad: np.ndarray, taken: np.ndarray, e
     for i in range(1, n):
         gap = labels == i
         chord = gap & rim
-        if chord.sum() >= 3 and float(np.median(grad[chord])) >= edge_low:
+        if chord.sum() >= 3 and median(grad[chord]) >= edge_low:
             out |= gap
     return out
 
@@ -400,11 +401,11 @@ def _confidence(smooth: np.ndarray, grad: np.ndarray, mask: np.ndarray, free: np
     m8 = mask.astype(np.uint8)
     band = (cv2.dilate(m8, _K5) > cv2.erode(m8, _K5))
     ring = (cv2.dilate(m8, _K5, iterations=2) > 0) & ~(cv2.dilate(m8, _K3) > 0) & free
-    background = float(np.median(smooth[ring])) if ring.sum() >= 8 else BACKGROUND_LEVEL
-    inside = smooth[mask]
-    contrast = max(background - float(np.percentile(inside, 2)), float(np.percentile(inside, 98)) - background)
+    background = median(smooth[ring]) if ring.sum() >= 8 else BACKGROUND_LEVEL
+    p2, p98 = percentiles(smooth[mask], (2, 98))
+    contrast = max(background - p2, p98 - background)
     contrast /= max(background, 0.05)
-    edge = float(np.percentile(grad[band], 95)) if band.any() else 0.0
+    edge = percentiles(grad[band], (95,))[0] if band.any() else 0.0
     c1 = min(1.0, max(0.0, contrast / 0.4))
     c2 = min(1.0, max(0.0, edge / (3 * options.edge_high)))
     return float(np.sqrt(c1 * c2))
