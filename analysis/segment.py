@@ -414,10 +414,14 @@ def _confidence(smooth: np.ndarray, grad: np.ndarray, mask: np.ndarray, free: np
 def _segment_regions(
     image: np.ndarray, smooth: np.ndarray, grad: np.ndarray, support: np.ndarray, edge_low: float,
     options: ClassicalOptions, offset: tuple[int, int] = (0, 0), full_shape: tuple[int, int] | None = None,
+    describe: bool = True,
 ) -> list[Detection]:
     """Turn support regions into detections. ``offset`` (x, y) maps array pixels to full-image pixels.
 
     Every step works on a window around the object it handles, so the cost grows with the objects' box areas.
+    describe: give each detection its class and confidence (steps 5 and 6 of the module doc). Without it
+    (:func:`refine_mask`, which keeps only outlines) every detection is a 'crystal' with confidence 0; boxes and
+    masks are the same either way.
     """
     h, w = support.shape
     full_h, full_w = full_shape if full_shape is not None else (h, w)
@@ -473,8 +477,12 @@ def _segment_regions(
                 piece = _fill_faint_facets(piece, grad[y0:y1, x0:x1][win], taken, edge_low, options)
                 bx, by, bw2, bh2 = cv2.boundingRect(piece.astype(np.uint8))
                 crop_mask = piece[by : by + bh2, bx : bx + bw2].copy()
-                cls = _class_name(crop_mask, bodies[k - 1], options)
-                conf = _confidence(smooth[y0:y1, x0:x1][win], grad[y0:y1, x0:x1][win], piece, free_win, options)
+                if describe:
+                    cls = _class_name(crop_mask, bodies[k - 1], options)
+                    conf = _confidence(smooth[y0:y1, x0:x1][win], grad[y0:y1, x0:x1][win], piece, free_win,
+                                       options)
+                else:
+                    cls, conf = "crystal", 0.0
                 ax, ay = ox + x0 + wx0 + bx, oy + y0 + wy0 + by
                 out.append(
                     Detection(
@@ -579,7 +587,7 @@ def refine_mask(
     limit = np.zeros(support.shape, bool)
     limit[y0 - cy0 : y1 - cy0, x0 - cx0 : x1 - cx0] = True
     dets = _segment_regions(crop, smooth, grad, support & limit, options.edge_low, options, offset=(cx0, cy0),
-                            full_shape=(h, w))
+                            full_shape=(h, w), describe=False)  # only outlines are used here
     inner = (max(0.0, bx0), max(0.0, by0), min(float(w), bx1), min(float(h), by1))
     best, best_overlap = None, 0
     for d in dets:

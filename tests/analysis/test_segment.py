@@ -297,3 +297,26 @@ def test_bad_input_and_options_raise():
         detect_classical(np.zeros((20, 20), np.float32), options=ClassicalOptions(edge_low=0.1, edge_high=0.05))
     with pytest.raises(ValueError, match="contrast_fraction"):
         detect_classical(np.zeros((20, 20), np.float32), options=ClassicalOptions(contrast_fraction=1.5))
+
+
+def test_segmenting_without_class_and_confidence_gives_the_same_outlines():
+    # refine_mask segments with describe=False (it keeps only outlines); the outlines must be those of the full
+    # classical pass, including the split agglomerate-like pair and every mimic of the main scene
+    from analysis.segment import _gradient, _segment_regions, _support
+
+    image, _, _ = main_scene()
+    cleaned = clean_image(image)
+    opts = ClassicalOptions()
+    smooth = cv2.GaussianBlur(cleaned, (0, 0), opts.smooth_sigma_px, borderType=cv2.BORDER_REFLECT)
+    grad = _gradient(smooth)
+    thresholds = edge_thresholds(grad, opts)
+    support = _support(grad, opts, thresholds)
+    full = _segment_regions(cleaned, smooth, grad, support, thresholds[0], opts)
+    bare = _segment_regions(cleaned, smooth, grad, support, thresholds[0], opts, describe=False)
+    assert len(full) == len(bare) >= 8
+    assert [d.confidence for d in full] == [d.confidence for d in detect_classical(cleaned)]
+    for a, b in zip(full, bare):
+        assert (a.x_min, a.y_min, a.x_max, a.y_max) == (b.x_min, b.y_min, b.x_max, b.y_max)
+        np.testing.assert_array_equal(a.mask, b.mask)
+        assert b.class_name == "crystal" and b.confidence == 0.0
+    assert any(d.confidence > 0.5 for d in full)
