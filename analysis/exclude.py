@@ -127,9 +127,11 @@ def _is_bubble(crop: np.ndarray, full: np.ndarray, contour: np.ndarray, options:
 
 
 def exclusion_reason(
-    image: np.ndarray, det: Detection, *, options: ExclusionOptions = ExclusionOptions()
+    image: np.ndarray, det: Detection, *, options: ExclusionOptions = ExclusionOptions(),
+    focus: float | None = None,
 ) -> str | None:
-    """Reason why ``det`` is not counted (one of EXCLUSION_REASONS) or None. Arguments as :func:`apply_exclusions`."""
+    """Reason why ``det`` is not counted (one of EXCLUSION_REASONS) or None. Arguments as :func:`apply_exclusions`;
+    ``focus``: the detection's focus score when already known (else computed when the focus rule is reached)."""
     area = float(np.count_nonzero(det.mask))
     if area < options.min_area_px:
         return "dust"
@@ -141,7 +143,9 @@ def exclusion_reason(
         return "fibre"
     if _is_bubble(crop, full, contour, options):
         return "bubble"
-    if focus_score(image, det.mask, x_min=det.x_min, y_min=det.y_min) < options.focus_threshold:
+    if focus is None:
+        focus = focus_score(image, det.mask, x_min=det.x_min, y_min=det.y_min)
+    if focus < options.focus_threshold:
         return "out_of_focus"
     if det.confidence < options.confidence_threshold:
         return "low_confidence"
@@ -149,7 +153,8 @@ def exclusion_reason(
 
 
 def apply_exclusions(
-    image: np.ndarray, detections: Sequence[Detection], *, options: ExclusionOptions = ExclusionOptions()
+    image: np.ndarray, detections: Sequence[Detection], *, options: ExclusionOptions = ExclusionOptions(),
+    focus_scores: Sequence[float] | None = None,
 ) -> list[Detection]:
     """Judge every detection; return NEW detections (same order) with ``excluded_reason`` set or None.
 
@@ -157,20 +162,25 @@ def apply_exclusions(
 
     image: the cleaned float32 (H, W) image in [0, 1] the detections were found on (focus and bubble rules read it).
     detections: any detector's output, boxes/masks in full-image pixels; never modified, never dropped.
+    focus_scores: optional ``analysis.focus.focus_scores(image, detections)`` computed by the caller (the pipeline
+    shares them with the measurement step); None = computed here where the focus rule is reached.
     Raises ValueError for a non-2-D image or a detection whose mask does not match its box.
     """
     img = np.asarray(image)
     if img.ndim != 2:
         raise ValueError(f"expected a grey (H, W) image, got shape {img.shape}")
+    if focus_scores is not None and len(focus_scores) != len(detections):
+        raise ValueError(f"{len(focus_scores)} focus scores for {len(detections)} detections")
     out = []
-    for det in detections:
+    for i, det in enumerate(detections):
         if det.mask.shape != (det.y_max - det.y_min, det.x_max - det.x_min):
             raise ValueError(
                 f"detection mask shape {det.mask.shape} does not match its box "
                 f"({det.x_min}, {det.y_min}, {det.x_max}, {det.y_max})"
             )
         # A reason the detector already gave (e.g. a model's 'mimic' class) stands; the rules only add reasons.
-        reason = det.excluded_reason or exclusion_reason(img, det, options=options)
+        reason = det.excluded_reason or exclusion_reason(
+            img, det, options=options, focus=None if focus_scores is None else focus_scores[i])
         out.append(dataclasses.replace(det, excluded_reason=reason))
     counts = {r: sum(d.excluded_reason == r for d in out) for r in EXCLUSION_REASONS}
     logger.debug("exclusions: %s of %d", counts, len(out))

@@ -21,6 +21,8 @@ The score depends on the image scale in one way: a perfectly sharp edge reads ~2
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
 
@@ -99,3 +101,13 @@ def focus_score(image: np.ndarray, mask: np.ndarray, *, x_min: int, y_min: int) 
     if not np.isfinite(width) or width <= 0:
         return 0.0
     return float(np.sqrt(4.0 * area / np.pi) / width)
+
+
+def focus_scores(image: np.ndarray, detections: Sequence) -> list[float]:
+    """:func:`focus_score` of every detection (anything with ``mask``, ``x_min``, ``y_min``), in order.
+
+    The pipeline computes the scores once and hands them to both ``analysis.exclude.apply_exclusions`` (focus
+    rule) and ``analysis.measure.measure_particles`` (the ``focus_score`` column), which would otherwise compute
+    the same score of the same mask twice.
+    """
+    return [focus_score(image, d.mask, x_min=int(d.x_min), y_min=int(d.y_min)) for d in detections]

@@ -50,7 +50,8 @@ _W_EVEN, _W_ODD, _W_CORNER = 0.980, 1.406, 0.091
 
 
 def measure_particles(
-    image: np.ndarray, detections: Sequence[Detection], *, border_margin_px: int = 1
+    image: np.ndarray, detections: Sequence[Detection], *, border_margin_px: int = 1,
+    focus_scores: Sequence[float] | None = None,
 ) -> list[Particle]:
     """Measure every detection; return Particles in input order with ``particle_id`` 1..N.
 
@@ -59,6 +60,8 @@ def measure_particles(
     (h = y_max - y_min, w = x_max - x_min) with at least one True (non-zero) pixel.
     border_margin_px: a particle whose box comes within this many pixels of an edge is ``on_border`` (>= 0).
     ``class_name``, ``confidence`` and ``excluded_reason`` are copied from the detection.
+    focus_scores: optional ``analysis.focus.focus_scores(image, detections)`` already computed by the caller (the
+    pipeline shares them with the exclusion step); None = computed here.
 
     Raises ValueError when the image is not 2-D, the margin is negative, a box lies outside the image, a mask does
     not match its box, or a mask is empty (a detector must never produce an empty mask).
@@ -68,11 +71,15 @@ def measure_particles(
         raise ValueError(f"measure_particles needs a 2-D (H, W) grey image, got shape {image.shape}")
     if border_margin_px < 0:
         raise ValueError(f"border_margin_px must be >= 0, got {border_margin_px}")
+    if focus_scores is not None and len(focus_scores) != len(detections):
+        raise ValueError(f"{len(focus_scores)} focus scores for {len(detections)} detections")
     height, width = image.shape
     particles = []
     for index, det in enumerate(detections, start=1):
         mask = _checked_mask(det, index, width=width, height=height)
-        particles.append(_measure_one(image, det, mask, index, width=width, height=height, margin=border_margin_px))
+        focus = None if focus_scores is None else float(focus_scores[index - 1])
+        particles.append(_measure_one(image, det, mask, index, width=width, height=height, margin=border_margin_px,
+                                      focus=focus))
     log.debug("measured %d particles on a %dx%d image", len(particles), width, height)
     return particles
 
@@ -99,7 +106,8 @@ def _checked_mask(det: Detection, index: int, *, width: int, height: int) -> np.
 
 
 def _measure_one(
-    image: np.ndarray, det: Detection, mask: np.ndarray, pid: int, *, width: int, height: int, margin: int
+    image: np.ndarray, det: Detection, mask: np.ndarray, pid: int, *, width: int, height: int, margin: int,
+    focus: float | None = None,
 ) -> Particle:
     area = float(np.count_nonzero(mask))
     perimeter = outline_length_px(mask)
@@ -107,6 +115,8 @@ def _measure_one(
     feret_max, feret_min = _feret_px(hull)
     hull_area = _polygon_area(hull)
     x0, y0, x1, y1 = int(det.x_min), int(det.y_min), int(det.x_max), int(det.y_max)
+    if focus is None:
+        focus = focus_score(image, mask, x_min=x0, y_min=y0)
     on_border = x0 < margin or y0 < margin or x1 > width - margin or y1 > height - margin
     return Particle(
         particle_id=pid,
@@ -124,7 +134,7 @@ def _measure_one(
         aspect_ratio=feret_min / feret_max,
         circularity=min(1.0, 4.0 * math.pi * area / (perimeter * perimeter)),
         solidity=min(1.0, area / hull_area),
-        focus_score=focus_score(image, mask, x_min=x0, y_min=y0),
+        focus_score=focus,
         on_border=bool(on_border),
         excluded_reason=det.excluded_reason,
     )

@@ -21,6 +21,7 @@ import numpy as np
 
 from analysis.errors import CrystalQCError, DetectorUnavailableError, ModelPackageError
 from analysis.exclude import ExclusionOptions, apply_exclusions
+from analysis.focus import focus_scores
 from analysis.io import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image
 from analysis.measure import measure_particles
 from analysis.preprocess import CleaningOptions, clean_image
@@ -147,8 +148,9 @@ def analyze_image(image: np.ndarray, *, name: str, meta: ImageMeta, detector: De
     start = time.perf_counter()
     cleaned = clean_image(image, options=options.cleaning)
     detections = detector.detect(cleaned)
-    detections = apply_exclusions(cleaned, detections, options=options.exclusion)
-    particles = measure_particles(cleaned, detections)
+    focus = focus_scores(cleaned, detections)  # one score per object, used by the focus rule and the table
+    detections = apply_exclusions(cleaned, detections, options=options.exclusion, focus_scores=focus)
+    particles = measure_particles(cleaned, detections, focus_scores=focus)
     seconds = time.perf_counter() - start
     # No file names or pixel data in logs: names can be confidential too.
     log.debug("%d objects in %.2f s (%s)", len(particles), seconds, detector.label)

@@ -186,3 +186,21 @@ def test_a_reason_given_by_the_detector_is_kept():
     det = Detection(20, 20, 40, 40, mask, class_name="mimic", confidence=0.9, excluded_reason="out_of_focus")
     (out,) = apply_exclusions(img, [det])
     assert out.excluded_reason == "out_of_focus"
+
+
+def test_precomputed_focus_scores_give_the_same_reasons_and_drive_the_focus_rule():
+    from analysis.focus import focus_scores
+
+    sharp = render(translucent_hexagon)
+    blurred = render(disk(60, 60, 12, 0.35), blur_px=4.0)
+    for image in (sharp, blurred):
+        dets = [detection_from(image)]
+        scores = focus_scores(image, dets)
+        assert scores == [focus_score(image, dets[0].mask, x_min=dets[0].x_min, y_min=dets[0].y_min)]
+        with_scores = apply_exclusions(image, dets, focus_scores=scores)
+        assert [d.excluded_reason for d in with_scores] == [d.excluded_reason for d in apply_exclusions(image, dets)]
+    assert with_scores[0].excluded_reason == "out_of_focus"  # the blurred disk, judged on the given score
+    dets = [detection_from(sharp)]
+    assert apply_exclusions(sharp, dets, focus_scores=[0.5])[0].excluded_reason == "out_of_focus"
+    with pytest.raises(ValueError, match="focus scores"):
+        apply_exclusions(sharp, dets, focus_scores=[])

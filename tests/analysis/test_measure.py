@@ -185,3 +185,20 @@ def test_non_2d_image_raises():
 def test_negative_margin_raises():
     with pytest.raises(ValueError, match="border_margin_px"):
         measure_particles(_blank(), [], border_margin_px=-1)
+
+
+def test_precomputed_focus_scores_are_used_and_equal_the_computed_ones():
+    from analysis.focus import focus_scores
+
+    img = np.full((120, 120), 0.8, np.float32)
+    disk = _disk(15)
+    img[45 : 45 + disk.shape[0], 45 : 45 + disk.shape[1]][disk] = 0.3
+    img = cv2.GaussianBlur(img, (0, 0), 1.5)
+    dets = [_det(disk, 45, 45), _det(_disk(6), 5, 5)]
+    scores = focus_scores(img, dets)
+    assert scores[0] > 0 and scores[1] == 0.0  # a disk with a rim; a flat patch of background
+    assert measure_particles(img, dets, focus_scores=scores) == measure_particles(img, dets)
+    (p, _) = measure_particles(img, dets, focus_scores=[7.5, 1.0])
+    assert p.focus_score == 7.5  # taken as given, not recomputed
+    with pytest.raises(ValueError, match="focus scores"):
+        measure_particles(img, dets, focus_scores=[1.0])
