@@ -129,3 +129,26 @@ def test_errors_are_actionable():
         denoise(img, method="gaussian", strength=-1)
     with pytest.raises(ValueError, match="unknown denoising method"):
         clean_image(img, options=CleaningOptions(denoise="bogus"))
+
+
+@pytest.mark.parametrize("shape, win", [((48, 64), 13), ((8, 8), 3), ((8, 9), 21), ((30, 17), 1)])
+def test_direct_median_filter_equals_scipy(shape, win):
+    from scipy import ndimage as ndi
+
+    from analysis.preprocess import _median_filter
+
+    rng = np.random.default_rng(3)
+    values = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
+    values[::5] = np.round(values[::5], 1)  # ties
+    got = _median_filter(values, win)
+    assert got.dtype == np.float32 and got.shape == values.shape
+    np.testing.assert_array_equal(got, ndi.median_filter(values, size=win, mode="nearest"))
+
+
+def test_direct_median_filter_hands_huge_windows_to_scipy(monkeypatch):
+    import analysis.preprocess as pre
+
+    values = np.random.default_rng(4).random((20, 30)).astype(np.float32)
+    want = pre._median_filter(values, 7)
+    monkeypatch.setattr(pre, "_DIRECT_MEDIAN_MAX_VALUES", 10)  # every window "too big": scipy path
+    np.testing.assert_array_equal(pre._median_filter(values, 7), want)
