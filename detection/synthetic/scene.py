@@ -37,6 +37,16 @@ _RANGES: dict[str, dict] = {
 }
 _SHAPE_CONCENTRATION = (2.0, 1.5, 1.5, 0.8, 1.0, 1.0)  # aligned with SHAPE_KINDS
 MIN_ECD_PX = 8.0
+#: Blur that a *counted* crystal may have of its own (Gaussian sigma, px; a fraction of them): slightly off the focal
+#: plane but still counted. Real in-focus crystals are softer than our first renderings (edge 10-90 % width median
+#: 4.5 px on the real tiles against 3.6-3.9 px rendered, bench/realism.py), so the model must count moderately soft
+#: outlines too.
+COUNTED_SOFT_MAX_PX = 2.2
+COUNTED_SOFT_FRACTION = 0.6
+#: Least blur (sigma, px) of an out-of-focus (never counted) crystal: clearly above COUNTED_SOFT_MAX_PX, so no
+#: rendered pair of crystals differs only by a blur the labels cannot justify; blurred objects on the real tiles have
+#: edge widths of 7.3-22.6 px (10-90 %), i.e. sigma ~2.9-8.8 px.
+OOF_MIN_SIGMA_PX = 3.0
 
 
 @dataclass(frozen=True)
@@ -165,7 +175,7 @@ class _Canvas:
         the sharp outline.
         """
         allpts = np.concatenate([p for p, _ in parts]) + centre
-        margin = 6
+        margin = 6 + int(math.ceil(2.0 * soft_px))
         x0, y0 = int(math.floor(allpts[:, 0].min())) - margin, int(math.floor(allpts[:, 1].min())) - margin
         x1, y1 = int(math.ceil(allpts[:, 0].max())) + margin, int(math.ceil(allpts[:, 1].max())) + margin
         sl = self.clip(x0, y0, y1 - y0, x1 - x0)
@@ -296,7 +306,7 @@ def compose(size: tuple[int, int], scene: SceneParams, rng: np.random.Generator,
         poly, look, kind = _crystal(rng, scene, ecd, style="bevel" if rng.random() < 0.6 else None,
                                     contrast=rng.uniform(0.6, 1.3))
         lo, hi = scene.oof_sigma_px
-        lo = max(lo, 1.5 * frame_sigma_px)
+        lo = max(lo, 1.5 * frame_sigma_px, OOF_MIN_SIGMA_PX)
         sigma = _log_uniform(rng, lo, max(hi, 1.5 * lo))
         if rng.random() < 0.5:  # most defocused crystals are blobs: blur comparable to their size
             sigma = max(sigma, ecd * rng.uniform(0.08, 0.35))
@@ -346,7 +356,7 @@ def compose(size: tuple[int, int], scene: SceneParams, rng: np.random.Generator,
             centre = None
         if centre is None:
             continue
-        soft = float(rng.uniform(0.3, 1.2)) if rng.random() < 0.3 else 0.0
+        soft = float(rng.uniform(0.3, COUNTED_SOFT_MAX_PX)) if rng.random() < COUNTED_SOFT_FRACTION else 0.0
         canvas.add_counted(kind, centre, parts, hull, rng, soft_px=soft, **extra)
 
     for _ in range(_poisson(rng, scene.dust_per_mp, mp)):
