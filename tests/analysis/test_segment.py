@@ -320,3 +320,39 @@ def test_segmenting_without_class_and_confidence_gives_the_same_outlines():
         np.testing.assert_array_equal(a.mask, b.mask)
         assert b.class_name == "crystal" and b.confidence == 0.0
     assert any(d.confidence > 0.5 for d in full)
+
+
+def test_fill_faint_facets_fills_exactly_the_gaps_with_an_edge_along_the_chord():
+    # A C-shaped outline (a crystal whose bright facet was cut out) and an L-shaped notch; the gradient is strong
+    # only along the hull chord of the C's mouth. Reference: each gap judged on its own, as the rule states.
+    from analysis.quantiles import median
+    from analysis.segment import _K3, _fill_faint_facets
+
+    piece = np.zeros((60, 70), bool)
+    cv2.circle(piece.view(np.uint8), (30, 30), 22, 1, -1)
+    piece[22:38, 35:60] = False  # the mouth of the C (opens to the right)
+    piece[8:20, 8:20] = False  # a second, corner gap
+    grad = np.full(piece.shape, 0.005, np.float32)
+    grad[:, 50:54] = 0.08  # an edge where the C's hull chord runs
+    taken = np.zeros_like(piece)
+    opts = ClassicalOptions()
+
+    m8 = piece.astype(np.uint8)
+    contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    hull = np.zeros_like(m8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(np.vstack(contours)), 1)
+    rim = (hull > 0) & ~(cv2.erode(hull, _K3, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0)
+    n, labels = cv2.connectedComponents(((hull > 0) & ~piece).astype(np.uint8), connectivity=4)
+    expected = piece.copy()
+    for i in range(1, n):
+        chord = (labels == i) & rim
+        if chord.sum() >= 3 and median(grad[chord]) >= opts.edge_low:
+            expected |= labels == i
+    assert n >= 3  # both gaps lie inside the hull
+
+    got = _fill_faint_facets(piece, grad, taken, opts.edge_low, opts)
+    np.testing.assert_array_equal(got, expected)
+    assert got[30, 45] and not piece[18, 18] and not got[18, 18]  # the mouth is filled, the corner gap is not
+    assert not np.shares_memory(got, piece)
+    flat = _fill_faint_facets(piece, np.zeros_like(grad), taken, opts.edge_low, opts)
+    np.testing.assert_array_equal(flat, piece)  # no edge anywhere: nothing is filled
