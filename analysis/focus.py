@@ -69,9 +69,10 @@ def edge_width_px(image: np.ndarray, mask: np.ndarray, *, x_min: int, y_min: int
     if not full.any():
         return float("inf")
     smooth = cv2.GaussianBlur(crop, (0, 0), _SMOOTH_SIGMA_PX, borderType=cv2.BORDER_REFLECT)
-    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3) / 8.0
     band = cv2.dilate(full, _K5) > cv2.erode(full, _K5)
+    # gradient components on the outline band only (elementwise, so the same values as on the whole crop)
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)[band] / 8.0
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)[band] / 8.0
     ring = (cv2.dilate(full, _K5, iterations=3) > 0) & ~(cv2.dilate(full, _K5) > 0)
     inside = crop[full > 0]
     if ring.sum() >= 8:
@@ -80,7 +81,7 @@ def edge_width_px(image: np.ndarray, mask: np.ndarray, *, x_min: int, y_min: int
         background = median(crop[full == 0]) if (full == 0).any() else median(crop)
     p5, p95 = percentiles(inside, (5, 95))
     contrast = max(background - p5, p95 - background)
-    gradient = percentile(np.sqrt(gx * gx + gy * gy)[band], 90)
+    gradient = percentile(np.sqrt(gx * gx + gy * gy), 90)
     if contrast <= 0 or gradient <= 1e-6:
         return float("inf")
     return contrast / gradient
