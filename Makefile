@@ -58,6 +58,8 @@ $(TRAIN_VENV)/.stamp: requirements-train.txt
 #   1. render 6000 320x320 crops (seed 1), train yolo11n from scratch (1.1 h on this 2-core CPU: 8 epochs);
 #   2. render 6000 new crops (seed 2), fine-tune from step 1's best.pt (FINETUNE_HOURS);
 #   3. export with a dynamic input size (whole images in one pass) and sign the package with the project key.
+# The shipped 1.1.0 was trained on tiles of the renderer before its session-3 blur change (git a020729); rerunning
+# this now renders the current renderer's tiles, so the result is a comparable model, not the same bytes.
 FT_DATA_DIR    ?= data/synth320s2
 FT_DATA_SEED   ?= 2
 FINETUNE_HOURS ?= 1.15
