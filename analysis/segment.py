@@ -539,18 +539,19 @@ def _box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float,
     return float(inter / union) if union > 0 else 0.0
 
 
-def _union_inside(dets: list[Detection], inner: tuple[float, float, float, float]
-                  ) -> tuple[int, int, int, int, np.ndarray] | None:
-    """Union mask of the segments with at least half their area inside ``inner`` (None when there are none)."""
-    parts = []
-    for d in dets:
-        ix0, iy0 = max(d.x_min, int(np.floor(inner[0]))), max(d.y_min, int(np.floor(inner[1])))
-        ix1, iy1 = min(d.x_max, int(np.ceil(inner[2]))), min(d.y_max, int(np.ceil(inner[3])))
-        if ix1 <= ix0 or iy1 <= iy0:
-            continue
-        inside = np.count_nonzero(d.mask[iy0 - d.y_min : iy1 - d.y_min, ix0 - d.x_min : ix1 - d.x_min])
-        if 2 * inside >= np.count_nonzero(d.mask) > 0:
-            parts.append(d)
+def _pixels_inside(d: Detection, inner: tuple[float, float, float, float]) -> int:
+    """Number of the segment's mask pixels inside the box ``inner`` (x_max/y_max rounded outwards)."""
+    ix0, iy0 = max(d.x_min, int(np.floor(inner[0]))), max(d.y_min, int(np.floor(inner[1])))
+    ix1, iy1 = min(d.x_max, int(np.ceil(inner[2]))), min(d.y_max, int(np.ceil(inner[3])))
+    if ix1 <= ix0 or iy1 <= iy0:
+        return 0
+    return int(np.count_nonzero(d.mask[iy0 - d.y_min : iy1 - d.y_min, ix0 - d.x_min : ix1 - d.x_min]))
+
+
+def _union_inside(dets: list[Detection], inside: list[int]) -> tuple[int, int, int, int, np.ndarray] | None:
+    """Union mask of the segments with at least half their area inside the box (``inside``: their pixels in it, as
+    :func:`_pixels_inside`); None when there are none."""
+    parts = [d for d, n in zip(dets, inside) if 2 * n >= np.count_nonzero(d.mask) > 0]
     if not parts:
         return None
     x0, y0 = min(d.x_min for d in parts), min(d.y_min for d in parts)
@@ -596,19 +597,12 @@ def refine_mask(
     dets = _segment_regions(crop, smooth, grad, support & limit, options.edge_low, options, offset=(cx0, cy0),
                             full_shape=(h, w), describe=False)  # only outlines are used here
     inner = (max(0.0, bx0), max(0.0, by0), min(float(w), bx1), min(float(h), by1))
-    best, best_overlap = None, 0
-    for d in dets:
-        ix0, iy0 = max(d.x_min, int(np.floor(inner[0]))), max(d.y_min, int(np.floor(inner[1])))
-        ix1, iy1 = min(d.x_max, int(np.ceil(inner[2]))), min(d.y_max, int(np.ceil(inner[3])))
-        if ix1 <= ix0 or iy1 <= iy0:
-            continue
-        overlap = np.count_nonzero(d.mask[iy0 - d.y_min : iy1 - d.y_min, ix0 - d.x_min : ix1 - d.x_min])
-        if overlap > best_overlap:
-            best, best_overlap = d, overlap
+    inside = [_pixels_inside(d, inner) for d in dets]
+    best = dets[int(np.argmax(inside))] if inside and max(inside) > 0 else None
     if best is not None:
         if _box_iou((best.x_min, best.y_min, best.x_max, best.y_max), inner) >= min_box_iou:
             return best.x_min, best.y_min, best.x_max, best.y_max, best.mask.copy()
-        union = _union_inside(dets, inner)
+        union = _union_inside(dets, inside)
         if union is not None and _box_iou(union[:4], inner) >= min_box_iou:
             return union
         logger.debug("refine_mask: the segments do not fit box %s; using the inscribed ellipse", box_xyxy)
