@@ -47,8 +47,9 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from analysis.preprocess import BACKGROUND_LEVEL
-from analysis.quantiles import median, percentiles
+from analysis.quantiles import median, percentile, percentiles
 from analysis.records import Detection
+from detection.yolo import pairwise_iou
 
 logger = logging.getLogger(__name__)
 
@@ -412,7 +413,7 @@ def _confidence(smooth: np.ndarray, grad: np.ndarray, mask: np.ndarray, free: np
     p2, p98 = percentiles(smooth[mask], (2, 98))
     contrast = max(background - p2, p98 - background)
     contrast /= max(background, 0.05)
-    edge = percentiles(grad[band], (95,))[0] if band.any() else 0.0
+    edge = percentile(grad[band], 95) if band.any() else 0.0
     c1 = min(1.0, max(0.0, contrast / 0.4))
     c2 = min(1.0, max(0.0, edge / (3 * options.edge_high)))
     return float(np.sqrt(c1 * c2))
@@ -530,13 +531,7 @@ REFINE_MIN_BOX_IOU = 0.5
 
 
 def _box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+    return float(pairwise_iou(np.array([a], float), np.array([b], float))[0, 0])
 
 
 def _pixels_inside(d: Detection, inner: tuple[float, float, float, float]) -> int:

@@ -291,7 +291,7 @@ def merge_scales(
     cb, cs, cc = cb[supported], cs[supported], cc[supported]
     part = is_part[:, supported].any(axis=1)
     fb, fs, fc = fb[~part], fs[~part], fc[~part]
-    boxes = np.concatenate([fb.reshape(-1, 4), cb.reshape(-1, 4)]).astype(np.float32)
+    boxes = np.concatenate([fb, cb]).astype(np.float32)
     scores = np.concatenate([fs.reshape(-1), cs.reshape(-1)]).astype(np.float32)
     classes = np.concatenate([fc.reshape(-1), cc.reshape(-1)]).astype(np.int32)
     keep = nms(boxes, scores, iou_threshold=iou_threshold, class_ids=None if class_agnostic else classes)
