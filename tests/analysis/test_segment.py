@@ -13,7 +13,8 @@ import pytest
 from analysis.exclude import apply_exclusions
 from analysis.preprocess import clean_image
 from analysis.records import Detection
-from analysis.segment import ClassicalOptions, detect_classical, edge_thresholds, fill_holes, refine_mask
+from analysis.segment import (ClassicalOptions, _components, _disk_closing, detect_classical, edge_thresholds, fill_holes,
+                              refine_mask)
 from detection.metrics import box_iou
 
 SS = 4  # supersampling factor
@@ -356,3 +357,36 @@ def test_fill_faint_facets_fills_exactly_the_gaps_with_an_edge_along_the_chord()
     assert not np.shares_memory(got, piece)
     flat = _fill_faint_facets(piece, np.zeros_like(grad), taken, opts.edge_low, opts)
     np.testing.assert_array_equal(flat, piece)  # no edge anywhere: nothing is filled
+
+
+def test_disk_closing_kernel_and_distance_transforms_agree():
+    """The two ways _close_notches closes an outline (disk kernel for small r, distance transforms for large r)
+    give the same mask, so the switch between them never changes a result."""
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(150):
+        h, w = (int(v) for v in rng.integers(6, 90, 2))
+        shape = np.zeros((h, w), np.uint8)
+        for _ in range(int(rng.integers(1, 4))):
+            centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            axes = (int(rng.integers(1, w)), int(rng.integers(1, h)))
+            cv2.ellipse(shape, centre, axes, float(rng.uniform(0, 180)), 0, float(rng.uniform(90, 360)), 1, -1)
+        mask = (shape > 0) & (rng.random((h, w)) > 0.1)  # ragged outline with holes
+        r = int(rng.integers(1, 20))
+        by_kernel = _disk_closing(mask, r, by_kernel=True)
+        assert by_kernel.shape == mask.shape and by_kernel[mask].all()  # a closing contains the mask
+        assert np.array_equal(by_kernel, _disk_closing(mask, r, by_kernel=False))
+        checked += int((by_kernel & ~mask).any())
+    assert checked > 50  # most cases actually closed something
+
+
+def test_components_matches_cv2_statistics():
+    """_components (labels, then boxes and areas from scipy) equals cv2.connectedComponentsWithStats."""
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(1, 120, 2))
+        binary = rng.random((h, w)) > rng.uniform(0.3, 0.9)
+        n, labels, stats = _components(binary)
+        n_cv, labels_cv, stats_cv, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=8)
+        assert n == n_cv and np.array_equal(labels, labels_cv)
+        assert np.array_equal(stats[1:], stats_cv[1:]) and stats[0, 4] == stats_cv[0, 4]
