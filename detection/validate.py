@@ -57,7 +57,11 @@ EXTRA_OPS = frozenset({
     "ReduceSum", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or", "Not", "Where",
     "BatchNormalization", "AveragePool", "GlobalAveragePool", "ConvTranspose",
 })
-ALLOWED_OPS = YOLO11_EXPORT_OPS | EXTRA_OPS
+#: The two operators of a QDQ-quantised (INT8) model, as :mod:`detection.quantize` writes it: standard ONNX,
+#: element-wise (scale and zero point per tensor or per channel); onnxruntime fuses them with their neighbours into
+#: integer kernels.
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+ALLOWED_OPS = YOLO11_EXPORT_OPS | EXTRA_OPS | QDQ_OPS
 
 #: Element types a detector's tensors may have, with their size in bytes (raw_data layout).
 _ITEMSIZE = {

@@ -204,3 +204,51 @@ def constant_model(
     inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, h, w])
     out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [batch, ch, n])
     return finish_model(nodes, inits, [inp], [out], props)
+
+
+def conv_head_model(names: Sequence[str] = ("crystal", "agglomerate"), *, imgsz: int = 64, seed: int = 0) -> bytes:
+    """A small random-weight convolutional network named like an ultralytics export: stem ``/model.0/`` and
+    ``/model.1/`` (3x3 convolutions + SiLU), then a head ``/model.2/`` whose ``cv2.k``/``cv3.k`` convolutions
+    (strides 8, 16, 32 from the stem) give 4 box and nc class channels, decoded by Reshape/Sigmoid/Concat nodes to
+    the (batch, 4 + nc, anchors) output of a detect export (84 anchors at 64x64). Dynamic batch, fixed size. For the
+    quantisation tests: real convolutions for onnxruntime to quantise, and decode nodes that must stay float."""
+    rng = np.random.default_rng(seed)
+    nc = len(names)
+    nodes, inits = [], []
+
+    def conv(name: str, src: str, cin: int, cout: int, k: int, stride: int) -> str:
+        w = numpy_helper.from_array(rng.normal(0, 0.3, (cout, cin, k, k)).astype(np.float32), name + ".w")
+        b = numpy_helper.from_array(rng.normal(0, 0.1, cout).astype(np.float32), name + ".b")
+        inits.extend([w, b])
+        nodes.append(helper.make_node("Conv", [src, w.name, b.name], [name + "_out"], name=name,
+                                      kernel_shape=[k, k], strides=[stride, stride], pads=[k // 2] * 4))
+        return name + "_out"
+
+    def silu(name: str, src: str) -> str:
+        nodes.append(helper.make_node("Sigmoid", [src], [name + "_sig"], name=name + "/Sigmoid"))
+        nodes.append(helper.make_node("Mul", [src, name + "_sig"], [name + "_out"], name=name + "/Mul"))
+        return name + "_out"
+
+    x = silu("/model.0/act", conv("/model.0/conv/Conv", "images", 3, 8, 3, 2))
+    x = silu("/model.1/act", conv("/model.1/conv/Conv", x, 8, 8, 3, 2))
+    boxes, scores = [], []
+    for k, stride in enumerate((2, 4, 8)):  # total strides 8, 16, 32
+        for tower, ch, out in (("cv2", 4, boxes), ("cv3", nc, scores)):
+            y = conv(f"/model.2/{tower}.{k}/Conv", x, 8, ch, 3, stride)
+            shape = numpy_helper.from_array(np.array([-1, ch, (imgsz // (4 * stride)) ** 2], np.int64),
+                                            f"/model.2/{tower}.{k}/shape")
+            inits.append(shape)
+            nodes.append(helper.make_node("Reshape", [y, shape.name], [y + "_flat"], name=f"/model.2/Reshape_{tower}{k}"))
+            out.append(y + "_flat")
+    nodes.append(helper.make_node("Concat", boxes, ["box_raw"], name="/model.2/Concat_box", axis=2))
+    scale = numpy_helper.from_array(np.array(float(imgsz), np.float32), "/model.2/scale")
+    inits.append(scale)
+    nodes.append(helper.make_node("Sigmoid", ["box_raw"], ["box_unit"], name="/model.2/Sigmoid_box"))
+    nodes.append(helper.make_node("Mul", ["box_unit", scale.name], ["box_px"], name="/model.2/Mul_box"))
+    nodes.append(helper.make_node("Concat", scores, ["cls_raw"], name="/model.2/Concat_cls", axis=2))
+    nodes.append(helper.make_node("Sigmoid", ["cls_raw"], ["cls"], name="/model.2/Sigmoid"))
+    nodes.append(helper.make_node("Concat", ["box_px", "cls"], ["output0"], name="/model.2/Concat_out", axis=1))
+    n = default_anchor_count((imgsz, imgsz))
+    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, imgsz, imgsz])
+    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 4 + nc, n])
+    return finish_model(nodes, inits, [inp], [out], ultralytics_props(names, (imgsz, imgsz)))

@@ -1,0 +1,127 @@
+"""INT8 quantisation (detection.quantize) on a small convolutional model named like an ultralytics export."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from analysis.errors import ModelPackageError
+from detection import quantize as dq
+from detection.package import build_package, generate_private_key, unpack
+from detection.validate import validate_onnx
+from tests.detection.onnx_fixtures import conv_head_model
+
+HEAD_DECODE = {"/model.2/Reshape_cv20", "/model.2/Concat_box", "/model.2/Sigmoid_box", "/model.2/Mul_box",
+               "/model.2/Concat_cls", "/model.2/Sigmoid", "/model.2/Concat_out"}
+
+
+def _inputs(n: int = 6, size: int = 64) -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [rng.random((1, 3, size, size), dtype=np.float32) for _ in range(n)]
+
+
+def _run(model: bytes, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+
+
+def test_float_nodes_are_the_stem_and_the_head_decoding() -> None:
+    names = ["/model.0/conv/Conv", "/model.1/conv/Conv", "/model.2/m.0/Conv", "/model.23/cv2.0/cv2.0.0/conv/Conv",
+             "/model.23/cv3.2/cv3.2.2/Conv", "/model.23/dfl/conv/Conv", "/model.23/Concat_26", "/model.23/Sigmoid"]
+    assert dq.float_nodes(names) == ["/model.0/conv/Conv", "/model.1/conv/Conv", "/model.23/dfl/conv/Conv",
+                                     "/model.23/Concat_26", "/model.23/Sigmoid"]
+
+
+@pytest.mark.parametrize("names", [[], ["Conv_0", "Concat_1"], ["/model.0/conv/Conv", "/model.1/x"]])
+def test_float_nodes_refuses_models_not_named_like_an_export(names: list[str]) -> None:
+    with pytest.raises(ModelPackageError, match="ultralytics YOLO export"):
+        dq.float_nodes(names)
+
+
+def test_quantized_model_passes_the_validator_and_keeps_the_decoding_float() -> None:
+    fp32 = conv_head_model()
+    int8 = dq.quantize_model(fp32, _inputs())
+    vm = validate_onnx(int8)  # standard domain only, QDQ ops allowed, metadata kept
+    counts = dict(vm.op_counts)
+    assert counts.get("QuantizeLinear", 0) > 0 and counts.get("DequantizeLinear", 0) > 0
+    assert vm.meta.names == ("crystal", "agglomerate")
+    model = onnx.load_model_from_string(int8)
+    assert {imp.domain for imp in model.opset_import} <= {"", "ai.onnx"}
+    produced_by = {out: n for n in model.graph.node for out in n.output}
+    # every decode node is still there, and no decode node's output is re-quantised
+    names = {n.name for n in model.graph.node}
+    assert HEAD_DECODE <= names
+    consumers = {n.op_type for n in model.graph.node for i in n.input
+                 if i in produced_by and produced_by[i].name in HEAD_DECODE - {"/model.2/Reshape_cv20"}}
+    assert "QuantizeLinear" not in consumers
+    # the stem convolution reads the float input directly (not through a QuantizeLinear)
+    stem = next(n for n in model.graph.node if n.name.startswith("/model.0/") and n.op_type == "Conv")
+    assert stem.input[0] == "images"
+
+
+def test_quantized_model_stays_close_to_the_float_model() -> None:
+    fp32 = conv_head_model()
+    calib = _inputs()
+    int8 = dq.quantize_model(fp32, calib)
+    x = _inputs(1)[0] * 0.9 + 0.05
+    a, b = _run(fp32, x), _run(int8, x)
+    assert a.shape == b.shape == (1, 6, 84)
+    boxes_err = np.abs(a[:, :4] - b[:, :4])
+    scores_err = np.abs(a[:, 4:] - b[:, 4:])
+    # int8 steps of a few per cent of each activation's range, not a broken model (a uint8-quantised output would
+    # move boxes by 64/255 px steps and is caught here as well)
+    assert float(np.median(boxes_err)) < 1.0 and float(np.median(scores_err)) < 0.05
+    assert not np.array_equal(a, b)  # it really is a different (quantised) model
+
+
+def test_agreement_reports_identical_models_as_full_agreement() -> None:
+    fp32 = conv_head_model()
+    check = dq.agreement(fp32, fp32, _inputs(2))
+    assert check["detections_f1_vs_float"] == 1.0 and check["max_score_diff"] == 0.0
+    assert check["float_detections"] == check["int8_detections"]
+
+
+def test_agreement_detects_a_different_model() -> None:
+    a, b = conv_head_model(seed=0), conv_head_model(seed=5)
+    check = dq.agreement(a, b, _inputs(3))
+    assert check["max_score_diff"] > 0.05
+    assert check["detections_f1_vs_float"] < 1.0
+
+
+def test_quantized_manifest_builds_a_valid_package() -> None:
+    fp32 = conv_head_model()
+    int8 = dq.quantize_model(fp32, _inputs())
+    source = {"name": "tiny", "version": "1.1.0", "author": "tests", "training_data": "random", "metrics": {},
+              "sha256": "0" * 64, "size_bytes": 1, "opset": 17, "ir_version": 9, "training": {"epochs": 3}}
+    fields = dq.quantized_manifest(source, version="1.2.0", check={"detections_f1_vs_float": 0.97},
+                                   n_images=4, seed=dq.CALIBRATION_SEED)
+    assert fields["version"] == "1.2.0" and fields["training"]["epochs"] == 3
+    assert fields["training"]["quantization"]["from_version"] == "1.1.0"
+    assert "INT8" in fields["training_data"] and fields["training_data"].startswith("random")
+    data = build_package(fields, int8, key=generate_private_key())
+    manifest = json.loads(unpack(data).manifest_bytes)
+    assert manifest["version"] == "1.2.0" and manifest["size_bytes"] == len(int8)
+
+
+def test_calibration_inputs_are_cleaned_windows_of_one_shape() -> None:
+    inputs = dq.calibration_inputs(1, window=(256, 320))
+    assert len(inputs) == 3
+    for x in inputs:
+        assert x.shape == (1, 3, 256, 320) and x.dtype == np.float32
+        assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+        assert np.array_equal(x[:, 0], x[:, 1])  # grey copied to the three channels
+    assert not np.array_equal(inputs[0], inputs[1])
+
+
+def test_cli_refuses_an_older_version_and_an_existing_folder(tmp_path, capsys) -> None:
+    fields = {"name": "tiny", "version": "1.1.0", "author": "tests", "training_data": "random",
+              "created": "2026-11-28T00:00:00+00:00"}
+    pkg = tmp_path / "m.cqcpkg"
+    pkg.write_bytes(build_package(fields, conv_head_model()))
+    assert dq.main(["--package", str(pkg), "--version", "1.0.9", "--out", str(tmp_path / "o")]) == 2
+    assert "must be newer" in capsys.readouterr().err
+    (tmp_path / "exists").mkdir()
+    assert dq.main(["--package", str(pkg), "--version", "1.2.0", "--out", str(tmp_path / "exists")]) == 2
+    assert "exists" in capsys.readouterr().err
