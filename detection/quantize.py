@@ -240,8 +240,7 @@ def quantize_package(source_manifest: Mapping[str, Any], model_bytes: bytes, *, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from detection.export import MANIFEST_FILE, MODEL_FILE
-    from detection.package import parse_version, unpack
+    from detection.package import MANIFEST_MEMBER, MODEL_MEMBER, parse_version, unpack
 
     ap = argparse.ArgumentParser(prog="python -m detection.quantize", description=__doc__.split("\n")[0])
     ap.add_argument("--package", type=Path, required=True, help="source .cqcpkg (float model)")
@@ -266,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True)
-    (args.out / MODEL_FILE).write_bytes(model)
-    (args.out / MANIFEST_FILE).write_text(json.dumps(fields, indent=1, sort_keys=True) + "\n")
+    (args.out / MODEL_MEMBER).write_bytes(model)
+    (args.out / MANIFEST_MEMBER).write_text(json.dumps(fields, indent=1, sort_keys=True) + "\n")
     print(json.dumps({"out": str(args.out), "size_bytes": len(model), **fields["training"]["quantization"]["check"]},
                      indent=2))
     return 0
