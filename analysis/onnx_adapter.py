@@ -23,7 +23,8 @@ import numpy as np
 
 from analysis.errors import DetectorUnavailableError, ModelPackageError
 from analysis.records import Detection
-from analysis.segment import ClassicalOptions, detect_classical, refine_mask
+from analysis.segment import REFINE_REACH_PX, ClassicalOptions, detect_classical, refine_mask
+from analysis.workers import map_boxes, warm_up
 from detection.onnx_detector import OnnxDetector, OnnxDetectorOptions
 from detection.yolo import box_area, pairwise_intersection
 
@@ -33,6 +34,11 @@ log = logging.getLogger(__name__)
 MAX_MODEL_BYTES = 200 * 1024 * 1024
 
 
+def _refine_all(refine, image: np.ndarray, boxes: list[np.ndarray]) -> list:
+    """Every box refined by :func:`refine_mask`, the work shared with the helper processes."""
+    return map_boxes(refine, image, boxes, reach_px=REFINE_REACH_PX)
+
+
 @dataclass(frozen=True)
 class OnnxPipelineDetector:
     """A loaded ONNX model plus the thresholds to run it with (stateless, shareable across sessions)."""
@@ -40,12 +46,16 @@ class OnnxPipelineDetector:
     model: OnnxDetector
     options: OnnxDetectorOptions = field(default_factory=OnnxDetectorOptions)
 
+    def __post_init__(self) -> None:
+        warm_up()  # start the mask-refinement helpers while the model is being put to use
+
     @property
     def label(self) -> str:
         return self.model.label
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        return self.model.detect(image, options=self.options, refine=refine_mask)
+        return self.model.detect(image, options=self.options, refine=refine_mask,
+                                 refine_all=_refine_all)
 
 
 def load_onnx_detector(path: Path, *, options: OnnxDetectorOptions | None = None,

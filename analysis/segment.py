@@ -616,8 +616,16 @@ def _union_inside(dets: list[Detection], inside: list[int]) -> tuple[int, int, i
     return x0, y0, x1, y1, mask
 
 
+#: Margin :func:`refine_mask` adds around the detector's box by default.
+REFINE_PAD_PX = 2
+#: How far around its box (corners rounded outwards) :func:`refine_mask` reads the image with the default
+#: ``pad_px``: the padded box plus the context margin. Other pixels do not change its result, so a helper process
+#: needs only these (:func:`analysis.workers.map_boxes`).
+REFINE_REACH_PX = REFINE_PAD_PX + _PAD_PX
+
+
 def refine_mask(
-    image: np.ndarray, box_xyxy: tuple[float, float, float, float], *, pad_px: int = 2,
+    image: np.ndarray, box_xyxy: tuple[float, float, float, float], *, pad_px: int = REFINE_PAD_PX,
     options: ClassicalOptions = ClassicalOptions(), min_box_iou: float = REFINE_MIN_BOX_IOU,
 ) -> tuple[int, int, int, int, np.ndarray]:
     """Segment the object inside a detector's box with the same method as :func:`detect_classical`.

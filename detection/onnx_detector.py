@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -36,6 +35,7 @@ from detection.ort import ort
 
 from analysis.errors import InvalidImageError, ModelPackageError
 from analysis.records import COUNTED_CLASSES, EXCLUSION_REASONS, Detection
+from analysis.workers import usable_cores
 from detection.modelmeta import ModelMeta, check_output_shape, parse_metadata
 from detection.tiling import merge_scales, merge_tile_detections, plan_tiles
 from detection.yolo import decode_output, nms, padded_batch
@@ -66,6 +66,7 @@ COARSE_MIN_SIDE_PX = 80.0
 
 #: refine(image, box) -> (x_min, y_min, x_max, y_max, mask); box is float32 (4,) xyxy in image pixels.
 RefineFn = Callable[[np.ndarray, np.ndarray], tuple[int, int, int, int, np.ndarray]]
+RefineAllFn = Callable[[RefineFn, np.ndarray, list[np.ndarray]], list[tuple[int, int, int, int, np.ndarray]]]
 
 
 @dataclass(frozen=True)
@@ -163,14 +164,6 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     if not np.isfinite(image).all():
         raise InvalidImageError("The image contains NaN or infinite values; reload it.")
     return image
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (its affinity mask where the OS has one, else os.cpu_count())."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def session_options(threads: int, *, allow_spinning: bool = False) -> ort.SessionOptions:
@@ -416,20 +409,26 @@ class OnnxDetector:
         *,
         options: OnnxDetectorOptions = OnnxDetectorOptions(),
         refine: RefineFn | None = None,
+        refine_all: RefineAllFn | None = None,
     ) -> list[Detection]:
         """Detect and outline objects; one :class:`Detection` per object, highest confidence first.
 
         ``refine(image, box)`` turns a float32 (4,) xyxy box into ``(x_min, y_min, x_max, y_max, mask)`` with a
-        bool mask of shape (y_max - y_min, x_max - x_min); default :func:`inscribed_ellipse`. Objects whose mask is
-        empty are dropped. Raises as :meth:`predict_boxes`, and ValueError when ``refine`` returns a mask whose
-        shape does not match its box.
+        bool mask of shape (y_max - y_min, x_max - x_min); default :func:`inscribed_ellipse`. ``refine_all(refine,
+        image, boxes)``, when given, returns ``[refine(image, b) for b in boxes]`` its own way (e.g. on several
+        cores, :func:`analysis.workers.map_boxes`). Objects whose mask is empty are dropped. Raises as
+        :meth:`predict_boxes`, and ValueError when ``refine`` returns a mask whose shape does not match its box.
         """
         img = _check_image(image)
         refine_fn = refine or inscribed_ellipse
         boxes, scores, cls = self.predict_boxes(img, options=options)
+        box_list = [box.copy() for box in boxes]
+        if refine_all is not None:
+            refined = refine_all(refine_fn, img, box_list)
+        else:
+            refined = [refine_fn(img, box) for box in box_list]
         detections = []
-        for box, score, c in zip(boxes, scores, cls.tolist()):
-            x0, y0, x1, y1, mask = refine_fn(img, box.copy())
+        for box, score, c, (x0, y0, x1, y1, mask) in zip(box_list, scores, cls.tolist(), refined):
             mask = np.asarray(mask, dtype=bool)
             if mask.shape != (y1 - y0, x1 - x0):
                 raise ValueError(f"refine returned a mask of shape {mask.shape} for box {(x0, y0, x1, y1)}")
