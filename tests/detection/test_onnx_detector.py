@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -304,6 +305,31 @@ def test_fixed_batch_models_and_batch_sizes_agree():
     assert results[0] == [(0, [44, 10, 72, 20]), (1, [100, 60, 140, 90]), (2, [10, 70, 20, 80])]
 
 
+def test_tiles_run_side_by_side_with_the_same_result():
+    # 4 tiles, one per run: with 2 threads the runs go two at a time on a 1-thread session, in other threads
+    img = _image(160, 112, [(44, 10, 72, 20, CRYSTAL), (100, 60, 140, 90, AGGLOMERATE), (10, 70, 20, 80, MIMIC)])
+    opts = OnnxDetectorOptions(coarse_scale=0.0, tile_overlap_px=16, batch_size=1)
+    serial, parallel = OnnxDetector(band_model(), threads=1), OnnxDetector(band_model(), threads=2)
+    seen = []
+    real_run = parallel._run
+
+    def run(batch, session=None):
+        seen.append((threading.current_thread().name, session))
+        return real_run(batch, session)
+
+    parallel._run = run
+    a, b = serial.predict_boxes(img, options=opts), parallel.predict_boxes(img, options=opts)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert len(seen) == 6  # plan: 3 x 2 tiles of 64 px at overlap 16
+    assert all(name.startswith("cqc-tiles") and session is not None for name, session in seen)
+    assert [k for k in parallel._tile_sessions] == [1] and serial._tile_sessions == {}
+    one_run = OnnxDetectorOptions(coarse_scale=0.0, tile_overlap_px=16, batch_size=8)
+    seen.clear()
+    parallel.predict_boxes(img, options=one_run)  # a single run keeps all threads in the main session
+    assert seen == [(threading.current_thread().name, None)]
+
+
 def test_fp16_input_model():
     det = OnnxDetector(band_model(fp16_input=True))
     boxes, _, _ = det.predict_boxes(_image(64, 64, [(5, 10, 30, 20, CRYSTAL)]), options=OPTS)
@@ -314,9 +340,9 @@ def test_blank_tiles_are_skipped(detector, monkeypatch):
     calls = []
     real_run = detector._run
 
-    def counting_run(batch):
+    def counting_run(batch, session=None):
         calls.append(batch.shape[0])
-        return real_run(batch)
+        return real_run(batch, session)
 
     monkeypatch.setattr(detector, "_run", counting_run)
     img = np.full((64, 208), 0.5, np.float32)  # 4 tiles at overlap 16: starts 0, 48, 96, 144
@@ -434,9 +460,9 @@ def _recording(monkeypatch, det):
     shapes = []
     real_run = det._run
 
-    def run(batch):
+    def run(batch, session=None):
         shapes.append(batch.shape)
-        return real_run(batch)
+        return real_run(batch, session)
 
     monkeypatch.setattr(det, "_run", run)
     return shapes
