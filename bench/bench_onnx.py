@@ -5,7 +5,8 @@
 
 Runs in the training venv (it needs ultralytics for the comparison; without it only our side is timed). ``--model``
 (repeatable; default the shipped package weights/*.cqcpkg) is a ``.cqcpkg`` (verified against weights/trusted_keys)
-or a bare ``.onnx``; ``--weights`` is the .pt the ONNX files were exported from. For each model both sides get the
+or a bare ``.onnx``; ``--weights`` is the .pt the ONNX files were exported from (training output is not kept;
+``bench/pt_from_onnx.py`` rebuilds an equivalent .pt from the float ONNX export). For each model both sides get the
 same cleaned image and run the model on the same passes: our plan (``OnnxDetector.plan``: 640 px tiles with 128 px
 overlap for a fixed-size model, the whole image padded to the stride for a dynamic-size one), the same thresholds
 and the same seam merge. Times are model-side only (image in -> merged boxes out, pre/post-processing included on
