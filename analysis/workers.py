@@ -9,7 +9,10 @@ sequential loop would (each box is refined independently from the same image).
 - Helpers: ``min(usable cores - 1, MAX_HELPERS)`` processes started with the ``spawn`` method (the app's threads
   are never forked; the same on Windows), created on first use or by :func:`warm_up`, shared by all callers
   (``ProcessPoolExecutor`` is thread-safe), stopped at interpreter exit. None on a 1-core machine or with
-  ``CRYSTALQC_HELPERS=0``.
+  ``CRYSTALQC_HELPERS=0``. As with any ``spawn`` start, a helper imports the main script again: a script that
+  builds a model detector must guard its entry point (``if __name__ == "__main__":``); otherwise the helpers
+  fail to start and the work stays in this process (with the warning below). ``python -m ...`` entry points,
+  ``streamlit run`` and pytest need nothing.
 - A helper gets only the pixels its boxes need: ``fn`` declares how far around a box it reads (``reach_px``), the
   helper pastes those windows into an otherwise empty image of the full size and calls ``fn`` on it, so ``fn``
   sees exactly what it would read from the real image (a 5 MP image is 20 MB; the windows of ~180 boxes ~3 MB).
@@ -40,7 +43,7 @@ T = TypeVar("T")
 
 #: Environment variable: number of helper processes (0 = refine in-process only); default from the cores.
 HELPERS_ENV = "CRYSTALQC_HELPERS"
-#: Most helper processes (each holds its own numpy/OpenCV, ~100 MB).
+#: Most helper processes (each holds its own numpy/OpenCV/scikit-image: ~165 MB resident, measured).
 MAX_HELPERS = 3
 #: Fewest boxes worth handing out. Measured on a 2592x1944 image, 2 cores, one helper (medians of 15, ms, sequential
 #: -> shared): 8 boxes 6.1 -> 4.6, 16: 12.6 -> 8.2, 48: 35 -> 20, 96: 65 -> 37; below 8 the gain is within noise.
