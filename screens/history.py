@@ -12,6 +12,8 @@ from ui.analyses import export_original, list_analyses, load_analysis, read_repo
 from ui.result_view import render_result
 
 OPENED = "history_opened"  # StoredAnalysis of this session; dropped at lock
+OPENED_REPORTS = "history_opened_reports"  # (analysis id, {report: CSV bytes}) of OPENED, read once; dropped at lock
+REPORTS = ("particles", "summary")
 COMPARED = "history_compared"  # {"key", "data", "comparison", "error"} of the last "Compare"; dropped at lock
 
 
@@ -19,6 +21,7 @@ def _open(analysis_id: str) -> None:
     vault = session.current_vault()
     if vault is None:
         return
+    st.session_state.pop(OPENED_REPORTS, None)
     try:
         st.session_state[OPENED] = load_analysis(vault, analysis_id)
     except CrystalQCError as e:
@@ -48,11 +51,16 @@ def open_section(vault, shown: list) -> None:
     if opened is None:
         return
     st.subheader(f"{opened.info.image_name} — saved {opened.info.created}")
-    try:
-        csvs = {r: read_report(vault, opened.info.analysis_id, r) for r in ("particles", "summary")}
-    except CrystalQCError as e:
-        st.error(f"The reports of this analysis cannot be read: {e}")
-        return
+    cached = st.session_state.get(OPENED_REPORTS)
+    if cached is not None and cached[0] == opened.info.analysis_id:
+        csvs = cached[1]
+    else:  # decrypted once per opening, not on every rerun of the screen
+        try:
+            csvs = {r: read_report(vault, opened.info.analysis_id, r) for r in REPORTS}
+        except CrystalQCError as e:
+            st.error(f"The reports of this analysis cannot be read: {e}")
+            return
+        st.session_state[OPENED_REPORTS] = (opened.info.analysis_id, csvs)
     # The original may be large: a deferred download, decrypted (and audited as export) only when clicked.
     render_result(opened.result, csvs=csvs, analysis_id=opened.info.analysis_id, key="history", info=opened.info,
                   extra_downloads=lambda: st.download_button(

@@ -50,6 +50,29 @@ def test_history_lists_a_saved_analysis_and_reopens_it(samples, app, vault_path,
     assert offered[-1]["particles"] == stored_csv  # the CSV offered is the stored one, byte for byte
 
 
+def test_an_opened_analysis_decrypts_its_reports_once_not_on_every_rerun(samples, app, monkeypatch):
+    import ui.analyses
+
+    reads = []
+    real_read = ui.analyses.read_report
+
+    def counting(vault, analysis_id, report):
+        reads.append((analysis_id, report))
+        return real_read(vault, analysis_id, report)
+
+    monkeypatch.setattr(ui.analyses, "read_report", counting)
+    at = _history(pick_sample(app, "good.png"))
+    at.button(key="history_open").click()
+    at.run()
+    assert sorted(r for _, r in reads) == ["particles", "summary"]
+    for _ in range(2):  # any widget change reruns the screen
+        at.run()
+    assert len(reads) == 2 and at.metric and not at.error
+    at.button(key="history_open").click()  # opening (again) reads the stored reports afresh
+    at.run()
+    assert len(reads) == 4
+
+
 def test_reopened_analysis_offers_the_stored_csv_and_records_the_export(samples, app, vault_path):
     at = _history(pick_sample(app, "good.png"))
     at.button(key="history_open").click()
