@@ -12,8 +12,10 @@ import streamlit as st
 from analysis.errors import CrystalQCError
 from analysis.stats import summarize_particles
 from ui import session
-from ui.analyses import IMAGES_PREFIX, list_analyses
+from ui.analyses import IMAGES_PREFIX, entry_name, list_analyses
 from ui.corrections import (
+    DETECTED_PART,
+    EDITS_PART,
     MAX_EXPORT_ANALYSES,
     add_box,
     box_from_selection,
@@ -32,6 +34,10 @@ REQUESTED = "review_analysis_id"
 REVISION = "review_revision"  # bumped after every change: fresh chart and table widgets (their selections reset)
 LAST_DRAG = "review_last_drag"
 BOX_KEYS = ("review_box_x", "review_box_y", "review_box_w", "review_box_h")
+#: (key, review, figure) of the analysis shown, so a rerun (every click on the chart or table) neither decrypts and
+#: replays it again nor redraws its overlay. The key holds the stored result's and edit list's digests from the
+#: vault index, so any change to them, by this session or another, loads afresh. Dropped at lock like all state.
+LOADED = "review_loaded"
 
 
 def _changed(message: str) -> None:
@@ -74,6 +80,12 @@ def _undo(analysis_id: str) -> None:
     _run(lambda vault, *, user: undo_last_edit(vault, analysis_id, user=user), "The last correction was undone.")
 
 
+def _stored_key(vault, analysis_id: str) -> tuple:
+    """Digests of what :func:`load_review` reads that a correction changes (None where there is no entry)."""
+    names = [entry_name(analysis_id, part) for part in ("result.json", EDITS_PART, DETECTED_PART)]
+    return (analysis_id, *(vault.info(n).sha256 if vault.exists(n) else None for n in names))
+
+
 def _fmt(value: float) -> str:
     return f"{value:.3g}" if np.isfinite(value) else "—"
 
@@ -93,10 +105,17 @@ if wanted in ids:
 labels = {a.analysis_id: f"{a.created} · {a.image_name}" for a in items}
 choice = st.selectbox("Analysis", ids, format_func=labels.get, key="review_choice")
 try:
-    review = load_review(vault, choice)
+    key = _stored_key(vault, choice)
+    loaded = st.session_state.get(LOADED)
+    if loaded is None or loaded[0] != key:
+        review = load_review(vault, choice)
+        loaded = (key, review, review_figure(review.result, manual_ids=review.manual_ids))
+        st.session_state[LOADED] = loaded
 except CrystalQCError as e:
+    st.session_state.pop(LOADED, None)
     st.error(f"This analysis cannot be opened for review: {e}")
     st.stop()
+_, review, figure = loaded
 result, detected = review.result, review.detected
 rev = st.session_state.get(REVISION, 0)
 
@@ -125,7 +144,7 @@ st.subheader("Image")
 st.caption("Numbers are particle ids (as in the table). To add a missed object, drag a box around it on the image"
            " (box-select tool), check the box numbers below, then add it as a crystal or an agglomerate. Colours:"
            " green crystal · orange agglomerate · blue on border (not counted) · red excluded.")
-event = st.plotly_chart(review_figure(result, manual_ids=review.manual_ids), on_select="rerun",
+event = st.plotly_chart(figure, on_select="rerun",
                         selection_mode="box", key=f"review_figure_{rev}", width="stretch")
 try:
     dragged = box_from_selection(event["selection"] if event else None, width=result.meta.width,

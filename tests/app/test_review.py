@@ -305,6 +305,31 @@ def test_empty_vault_says_how_to_fill_it(app):
     assert any("No saved analyses yet" in i.value for i in at.info)
 
 
+def test_reruns_reuse_the_loaded_review_until_the_stored_analysis_changes(app, vault_path, analysed, monkeypatch):
+    loads = []  # the screen loads (decrypts, replays) and draws an analysis in one step; only it draws
+    real_figure = corrections.review_figure
+
+    def counting(result, **kwargs):
+        loads.append(len(result.particles))
+        return real_figure(result, **kwargs)
+
+    monkeypatch.setattr(corrections, "review_figure", counting)
+    [info] = _saved(vault_path, analysed)
+    at = _review(app)
+    at.run()
+    at = _select_rows(at, [1])  # clicks on the table or the chart rerun the screen
+    assert len(loads) == 1 and _metrics(at)["Crystals"] == "6"
+    at.button(key="review_delete").click()
+    at.run()  # this session's correction: loaded afresh
+    assert len(loads) == 2 and _metrics(at)["Crystals"] == "5"
+    at.run()
+    assert len(loads) == 2
+    # a correction made elsewhere (another session on the same vault) changes the stored digests: loaded afresh
+    corrections.undo_last_edit(at.session_state["vault"], info.analysis_id, user="bob")
+    at.run()
+    assert len(loads) == 3 and _metrics(at)["Crystals"] == "6"
+
+
 def test_delete_a_detection_from_the_table(app, vault_path, analysed):
     [info] = _saved(vault_path, analysed)
     at = _review(app)
