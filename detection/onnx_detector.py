@@ -40,7 +40,7 @@ from analysis.records import COUNTED_CLASSES, EXCLUSION_REASONS, Detection
 from analysis.workers import usable_cores
 from detection.modelmeta import ModelMeta, check_output_shape, parse_metadata
 from detection.tiling import merge_scales, merge_tile_detections, plan_tiles
-from detection.yolo import decode_output, nms, padded_batch
+from detection.yolo import decode_output, decode_raw_head, head_anchors, nms, padded_batch
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,10 @@ MIN_PASS_PIXELS = 64 * 64
 #: thread each 0.38 s, one after the other with two threads each 0.48 s (onnxruntime's intra-op threads scale 1.5x
 #: here, separate runs ~1.9x); the outputs are identical.
 MAX_TILE_WORKERS = 4
+#: Largest differences allowed between the split head (cut graph + numpy decoding) and the model's own output on
+#: the probe input, boxes in input pixels and scores; the shipped INT8 model differs by ~1e-5 px and ~1e-7.
+HEAD_SPLIT_TOLERANCE_PX = 1e-2
+HEAD_SPLIT_TOLERANCE_SCORE = 1e-4
 #: Peak activation memory of a yolo11n pass per input megapixel, measured with onnxruntime 1.32 (RSS growth: 5.1 MP
 #: -> ~690 MB, 1.3 MP -> ~80-170 MB); onnxruntime's arena keeps the peak for the session's lifetime.
 MB_PER_MEGAPIXEL = 135
@@ -241,7 +245,8 @@ class OnnxDetector:
                 "image input and one output."
             )
         inp = inputs[0]
-        self._input_name, self._output_name = inp.name, outputs[0].name
+        self._input_name, self._output_names = inp.name, [outputs[0].name]
+        self._head_split = False  # set by _split_head: the session outputs raw head logits, numpy decodes
         if inp.type not in ("tensor(float)", "tensor(float16)"):
             raise ModelPackageError(f"The model input is {inp.type}; a float image tensor is expected.")
         self._input_dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
@@ -266,6 +271,9 @@ class OnnxDetector:
         out = self._run(probe)
         check_output_shape(self._meta, out.shape)
         self._dynamic = static[2] is None and static[3] is None and self._accepts_other_sizes(probe_batch)
+        self._level_strides: tuple[int, ...] = ()
+        self._anchor_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._head_split = self._split_head(probe_batch)
         logger.info(
             "loaded %s: classes %s, input %s (%s), %d threads",
             self.label, self._meta.names, self._meta.imgsz, "dynamic size" if self._dynamic else "fixed size",
@@ -319,15 +327,85 @@ class OnnxDetector:
                 self._tile_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cqc-tiles")
             return self._tile_pool, session
 
-    def _run(self, batch: np.ndarray, session: ort.InferenceSession | None = None) -> np.ndarray:
+    def _split_head(self, batch: int) -> bool:
+        """Switch to the model cut before its head's decoding (:mod:`detection.headsplit`) when the cut model plus
+        :func:`decode_raw_head` reproduce the full model's output for every anchor of a random probe input
+        (boxes within HEAD_SPLIT_TOLERANCE_PX, scores within HEAD_SPLIT_TOLERANCE_SCORE); else keep the full
+        graph. Returns True when switched."""
+        from detection.headsplit import split_head
+
         try:
-            out = (session or self._session).run([self._output_name], {self._input_name: batch})[0]
+            cut = split_head(self._model_bytes)
+            if cut is None:
+                return False
+            opts = session_options(self._threads, allow_spinning=self._allow_spinning)
+            session = ort.InferenceSession(cut, opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnx / onnxruntime raise their own types; the full graph still works
+            logger.warning("the model's head could not be split (%s); its own decoding is used", type(e).__name__)
+            return False
+        size = tuple(self._meta.imgsz) if not self._dynamic else (4 * self._meta.stride, 5 * self._meta.stride)
+        x = np.random.default_rng(0).random((batch, 3, *size)).astype(self._input_dtype)
+        full = self._run(x)
+        box, cls = (np.asarray(o, np.float32) for o in session.run(None, {self._input_name: x}))
+        levels = [s for s in (8, 16, 32, 64) if s <= self._meta.stride]
+        for strides in (levels, [4, *levels]):
+            anchors, steps = head_anchors(size, strides)
+            if anchors.shape[0] == box.shape[-1]:
+                break
+        else:
+            logger.info("model head has %d anchors at %s; its own decoding is used", box.shape[-1], size)
+            return False
+        try:
+            mine = decode_raw_head(box, cls, anchors=anchors, anchor_strides=steps, conf_threshold=None)
+        except ValueError as e:
+            logger.info("model head not decodable here (%s); its own decoding is used", e)
+            return False
+        if (mine.shape != full.shape or np.abs(mine[:, :4] - full[:, :4]).max() > HEAD_SPLIT_TOLERANCE_PX
+                or np.abs(mine[:, 4:] - full[:, 4:]).max() > HEAD_SPLIT_TOLERANCE_SCORE):
+            logger.warning("the split model head does not reproduce the model's output; its own decoding is used")
+            return False
+        self._session, self._model_bytes = session, cut
+        self._output_names = [o.name for o in session.get_outputs()]
+        self._level_strides = tuple(strides)
+        logger.info("model head split: boxes decoded in numpy for the anchors that can pass the threshold")
+        return True
+
+    def _anchors(self, input_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        found = self._anchor_cache.get(input_hw)
+        if found is None:
+            found = head_anchors(input_hw, self._level_strides)
+            if len(self._anchor_cache) < 64:  # a few tile sizes per image size
+                self._anchor_cache[input_hw] = found
+        return found
+
+    def _infer(self, batch: np.ndarray, input_hw: tuple[int, int], conf_threshold: float,
+               session: ort.InferenceSession | None = None) -> np.ndarray:
+        """The standard output (B, 4 + nc, N) for a model input of ``input_hw``, checked against the metadata; with
+        a split head only the anchors that can pass ``conf_threshold`` (:func:`decode_raw_head`)."""
+        out = self._run(batch, session)
+        if not self._head_split:
+            check_output_shape(self._meta, out.shape, input_size=input_hw)
+            return out
+        box, cls = out
+        anchors, steps = self._anchors(input_hw)
+        try:
+            return decode_raw_head(box, cls, anchors=anchors, anchor_strides=steps, conf_threshold=conf_threshold)
+        except ValueError as e:
+            raise ModelPackageError(f"The model's raw output does not fit its input size {input_hw}: {e}") from e
+
+    def _run(self, batch: np.ndarray, session: ort.InferenceSession | None = None):
+        """The session's output for ``batch``: the (B, 4 + nc, N) array, or with a split head the (box logits, class
+        logits) pair."""
+        try:
+            outs = (session or self._session).run(self._output_names, {self._input_name: batch})
         except Exception as e:  # onnxruntime raises its own exception types, none of them shared
             raise ModelPackageError(
                 f"The model failed to run on an input of shape {tuple(batch.shape)}; the model package is broken "
                 "or not a YOLO detect export."
             ) from e
-        return np.asarray(out, dtype=np.float32)
+        if self._head_split:
+            return tuple(np.asarray(o, dtype=np.float32) for o in outs)
+        return np.asarray(outs[0], dtype=np.float32)
 
     def plan(self, height: int, width: int, *, options: OnnxDetectorOptions = OnnxDetectorOptions()
              ) -> tuple[np.ndarray, tuple[int, int]]:
@@ -395,8 +473,7 @@ class OnnxDetector:
             crops = [img[y0:y1, x0:x1] for x0, y0, x1, y1 in tiles[chunk].tolist()]
             x, pads = padded_batch(crops, size=input_hw, batch=self._fixed_batch or len(chunk),
                                    dtype=self._input_dtype)
-            raw = self._run(x, session)
-            check_output_shape(self._meta, raw.shape, input_size=input_hw)
+            raw = self._infer(x, input_hw, options.conf_threshold, session)
             decoded = decode_output(raw[: len(chunk)], n_classes=self._meta.n_classes,
                                     conf_threshold=options.conf_threshold)
             out = []

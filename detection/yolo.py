@@ -147,6 +147,64 @@ def decode_output(
     return results
 
 
+#: Bins of the distribution focal loss (DFL) box head of YOLOv8/YOLO11: each box side is a softmax over 16 bins.
+REG_MAX = 16
+
+
+def head_anchors(input_hw: tuple[int, int], strides: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Anchor points of a detect head, as ultralytics orders them: level by level (``strides`` in head order), row
+    by row, at cell centres in grid units. Returns float32 (A, 2) (x, y) points and float32 (A,) their strides."""
+    points, steps = [], []
+    for s in strides:
+        h, w = int(input_hw[0]) // int(s), int(input_hw[1]) // int(s)
+        sy, sx = np.meshgrid(np.arange(h, dtype=np.float32) + 0.5, np.arange(w, dtype=np.float32) + 0.5,
+                             indexing="ij")
+        points.append(np.stack([sx.ravel(), sy.ravel()], axis=1))
+        steps.append(np.full(h * w, float(s), dtype=np.float32))
+    return np.concatenate(points), np.concatenate(steps)
+
+
+def decode_raw_head(box_logits: np.ndarray, cls_logits: np.ndarray, *, anchors: np.ndarray,
+                    anchor_strides: np.ndarray, conf_threshold: float | None) -> np.ndarray:
+    """The standard output (B, 4 + nc, K) from a detect head's raw logits, for the anchors that can pass.
+
+    box_logits: (B, 4 * REG_MAX, A), per anchor the DFL logits of the left, top, right, bottom distances;
+    cls_logits: (B, nc, A) before the sigmoid; anchors/anchor_strides from :func:`head_anchors`. Only anchors whose
+    best class could pass ``conf_threshold`` (None: all anchors, in order) are decoded - a few hundred of tens of
+    thousands, so the softmax over the bins, the expensive part of the head, is done for those only - which gives
+    the same boxes and scores as the exported graph's own decoding for them. Rows are padded to the batch's
+    largest K with score -1 (below any threshold). Raises ValueError for inconsistent shapes.
+    """
+    box_logits, cls_logits = np.asarray(box_logits, np.float32), np.asarray(cls_logits, np.float32)
+    if (box_logits.ndim != 3 or cls_logits.ndim != 3 or box_logits.shape[1] != 4 * REG_MAX
+            or box_logits.shape[0] != cls_logits.shape[0] or box_logits.shape[2] != cls_logits.shape[2]
+            or anchors.shape != (box_logits.shape[2], 2) or anchor_strides.shape != (box_logits.shape[2],)):
+        raise ValueError(f"raw head outputs {box_logits.shape} / {cls_logits.shape} do not fit "
+                         f"{anchors.shape[0]} anchors with {REG_MAX} DFL bins")
+    batch, n_classes = box_logits.shape[0], cls_logits.shape[1]
+    if conf_threshold is None:
+        keep_all = np.arange(box_logits.shape[2])
+    else:  # sigmoid(z) > c  <=>  z > log(c / (1 - c)); a margin leaves the final decision to decode_output
+        c = min(max(float(conf_threshold), 1e-7), 1 - 1e-7)
+        limit = np.log(c / (1 - c)) - 1e-3
+    bins = np.arange(REG_MAX, dtype=np.float32)[None, :, None]
+    decoded = []
+    for b in range(batch):
+        idx = keep_all if conf_threshold is None else np.flatnonzero(cls_logits[b].max(axis=0) > limit)
+        d = box_logits[b][:, idx].reshape(4, REG_MAX, idx.size)
+        e = np.exp(d - d.max(axis=1, keepdims=True))
+        dist = (e * bins).sum(axis=1) / e.sum(axis=1)  # (4, K) expected distance per side, grid units
+        a, step = anchors[idx].T, anchor_strides[idx]
+        x1y1, x2y2 = a - dist[:2], a + dist[2:]
+        scores = 1.0 / (1.0 + np.exp(-cls_logits[b][:, idx]))
+        decoded.append(np.concatenate([(x1y1 + x2y2) / 2 * step, (x2y2 - x1y1) * step, scores]).astype(np.float32))
+    out = np.zeros((batch, 4 + n_classes, max(d.shape[1] for d in decoded)), np.float32)
+    out[:, 4:, :] = -1.0
+    for b, d in enumerate(decoded):
+        out[b, :, : d.shape[1]] = d
+    return out
+
+
 def box_area(boxes: np.ndarray) -> np.ndarray:
     """Area of (N, 4) xyxy boxes (exclusive max); degenerate boxes have area 0."""
     return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
