@@ -31,7 +31,7 @@ import os
 import pickle
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -171,8 +171,8 @@ def map_boxes(fn: Callable[[np.ndarray, Any], T], image: np.ndarray, boxes: Sequ
             if fut is None:
                 raise BrokenProcessPool("no helper")
             done = fut.result()
-        except (BrokenProcessPool, OSError, pickle.PicklingError) as e:
-            if _disabled_reason is None:
+        except (BrokenProcessPool, CancelledError, OSError, pickle.PicklingError) as e:
+            if _disabled_reason is None and not isinstance(e, CancelledError):  # cancelled: pool replaced/stopped
                 _disable(f"a helper failed: {e}")
             done = _refine_share(fn, image, [boxes[i] for i in share])
         for i, r in zip(share, done):

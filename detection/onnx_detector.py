@@ -266,6 +266,7 @@ class OnnxDetector:
         self._lock = threading.Lock()
         self._tile_sessions: dict[int, ort.InferenceSession] = {}
         self._tile_pool: ThreadPoolExecutor | None = None
+        self._tile_pool_size = 0
         probe_batch = self._fixed_batch or 1
         probe = np.full((probe_batch, 3, *self._meta.imgsz), 0.5, dtype=self._input_dtype)
         out = self._run(probe)
@@ -323,8 +324,9 @@ class OnnxDetector:
                 opts = session_options(intra, allow_spinning=self._allow_spinning)
                 session = ort.InferenceSession(self._model_bytes, opts, providers=["CPUExecutionProvider"])
                 self._tile_sessions[intra] = session
-            if self._tile_pool is None or self._tile_pool._max_workers < workers:
+            if self._tile_pool is None or self._tile_pool_size < workers:
                 self._tile_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cqc-tiles")
+                self._tile_pool_size = workers
             return self._tile_pool, session
 
     def _split_head(self, batch: int) -> bool:
@@ -334,19 +336,19 @@ class OnnxDetector:
         graph. Returns True when switched."""
         from detection.headsplit import split_head
 
+        size = tuple(self._meta.imgsz) if not self._dynamic else (4 * self._meta.stride, 5 * self._meta.stride)
+        x = np.random.default_rng(0).random((batch, 3, *size)).astype(self._input_dtype)
         try:
             cut = split_head(self._model_bytes)
             if cut is None:
                 return False
             opts = session_options(self._threads, allow_spinning=self._allow_spinning)
             session = ort.InferenceSession(cut, opts, providers=["CPUExecutionProvider"])
+            full = self._run(x)
+            box, cls = (np.asarray(o, np.float32) for o in session.run(None, {self._input_name: x}))
         except Exception as e:  # onnx / onnxruntime raise their own types; the full graph still works
             logger.warning("the model's head could not be split (%s); its own decoding is used", type(e).__name__)
             return False
-        size = tuple(self._meta.imgsz) if not self._dynamic else (4 * self._meta.stride, 5 * self._meta.stride)
-        x = np.random.default_rng(0).random((batch, 3, *size)).astype(self._input_dtype)
-        full = self._run(x)
-        box, cls = (np.asarray(o, np.float32) for o in session.run(None, {self._input_name: x}))
         levels = [s for s in (8, 16, 32, 64) if s <= self._meta.stride]
         for strides in (levels, [4, *levels]):
             anchors, steps = head_anchors(size, strides)

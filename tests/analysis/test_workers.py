@@ -107,6 +107,23 @@ def test_a_dead_helper_is_switched_off_and_its_boxes_done_here(scene, fresh_pool
     assert wk.helper_count() == 0 and "switched off" in caplog.text
 
 
+def test_work_cancelled_by_a_pool_shutdown_is_done_here_without_switching_helpers_off(scene, fresh_pool,
+                                                                                      monkeypatch):
+    from concurrent.futures import Future
+
+    class Cancelling:
+        def submit(self, *args, **kwargs):
+            f = Future()
+            f.cancel()
+            return f
+
+    monkeypatch.setattr(wk, "_get_pool", lambda n: Cancelling())
+    image, boxes = scene
+    out = wk.map_boxes(refine_with_pid, image, boxes, reach_px=REFINE_REACH_PX)
+    assert {pid for pid, _ in out} == {os.getpid()} and len(out) == len(boxes)
+    assert wk.helper_count() == 1
+
+
 @pytest.mark.parametrize("raw, expected", [("0", 0), ("2", 2), ("99", wk.MAX_HELPERS), ("-1", 0)])
 def test_helper_count_follows_the_environment(monkeypatch, raw, expected):
     monkeypatch.setattr(wk, "_disabled_reason", None)
