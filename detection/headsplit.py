@@ -8,10 +8,9 @@ the decoding, so it outputs the raw box logits (B, 64, A) and class logits (B, n
 :func:`detection.yolo.decode_raw_head` decodes the anchors whose best class can pass.
 
 The cut is only taken when the graph has the ultralytics pattern (the output is Concat(boxes, Sigmoid(class
-logits)), the boxes come from the Softmax nearest the output (the DFL's), fed by Transpose(Reshape(box
-logits))), and the
-detector adopts it only after checking on a probe input that the cut model plus numpy reproduce the full model's
-output for every anchor (:meth:`detection.onnx_detector.OnnxDetector`); otherwise the full graph runs as before.
+logits)), the boxes come from the Softmax nearest the output (the DFL's), fed by Transpose(Reshape(box logits))),
+and the detector adopts it only after checking on a probe input that the cut model plus numpy reproduce the full
+model's output for every anchor (:meth:`detection.onnx_detector.OnnxDetector`); otherwise the full graph runs.
 """
 from __future__ import annotations
 

@@ -145,16 +145,18 @@ def parse_metadata(props: Mapping[str, str]) -> ModelMeta:
     return ModelMeta(names=names, imgsz=imgsz, stride=stride, task=task)
 
 
-def expected_anchor_counts(imgsz: tuple[int, int], stride: int) -> set[int]:
-    """Anchor counts a YOLO detect head can produce at ``imgsz`` (height, width) with largest stride ``stride``.
+def head_level_strides(stride: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The level strides, in head order, of a YOLO detect head whose largest stride is ``stride``: the standard
+    head (8, 16, ... stride; P3-P5 for stride 32) and the 'p2' variant, which adds a stride-4 level first."""
+    levels = tuple(s for s in (8, 16, 32, 64) if s <= stride)
+    return levels, (4, *levels)
 
-    The standard head has levels 8, 16, ... stride (P3-P5 for stride 32: 80x80 + 40x40 + 20x20 = 8400 at 640);
-    the 'p2' variants add a stride-4 level. Both sets are accepted.
-    """
+
+def expected_anchor_counts(imgsz: tuple[int, int], stride: int) -> set[int]:
+    """Anchor counts a YOLO detect head can produce at ``imgsz`` (height, width) with largest stride ``stride``:
+    those of both heads of :func:`head_level_strides` (80x80 + 40x40 + 20x20 = 8400 at 640 for the standard one)."""
     h, w = imgsz
-    levels = [s for s in (8, 16, 32, 64) if s <= stride]
-    standard = sum((h // s) * (w // s) for s in levels)
-    return {standard, standard + (h // 4) * (w // 4)}
+    return {sum((h // s) * (w // s) for s in levels) for levels in head_level_strides(stride)}
 
 
 def check_output_shape(

@@ -38,7 +38,7 @@ from detection.ort import ort
 from analysis.errors import InvalidImageError, ModelPackageError
 from analysis.records import COUNTED_CLASSES, EXCLUSION_REASONS, Detection
 from analysis.workers import usable_cores
-from detection.modelmeta import ModelMeta, check_output_shape, parse_metadata
+from detection.modelmeta import ModelMeta, check_output_shape, head_level_strides, parse_metadata
 from detection.tiling import merge_scales, merge_tile_detections, plan_tiles
 from detection.yolo import decode_output, decode_raw_head, head_anchors, nms, padded_batch
 
@@ -349,8 +349,7 @@ class OnnxDetector:
         except Exception as e:  # onnx / onnxruntime raise their own types; the full graph still works
             logger.warning("the model's head could not be split (%s); its own decoding is used", type(e).__name__)
             return False
-        levels = [s for s in (8, 16, 32, 64) if s <= self._meta.stride]
-        for strides in (levels, [4, *levels]):
+        for strides in head_level_strides(self._meta.stride):
             anchors, steps = head_anchors(size, strides)
             if anchors.shape[0] == box.shape[-1]:
                 break
