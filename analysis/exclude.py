@@ -54,7 +54,9 @@ class ExclusionOptions:
     bubble_ring_fraction_min: the dark ring must cover at least this fraction of the radius (crystal rims: < 0.2).
     focus_threshold: minimum ``focus_score`` (particle ECD / edge width) for an in-focus particle. 3.0 = the
         outline blur must be smaller than a third of the particle diameter.
-    confidence_threshold: minimum detector confidence.
+    confidence_threshold: minimum detector confidence. 0.05 = the lowest score at which the model's boxes are
+        considered at all: it counts a box scoring 0.05-0.25 only when the segmentation confirms an object in it
+        (``detection.onnx_detector.CANDIDATE_THRESHOLD``), so a higher value here drops those confirmed boxes too.
     """
 
     min_area_px: float = 60.0
@@ -64,7 +66,7 @@ class ExclusionOptions:
     bubble_radius_spread_max: float = 0.08
     bubble_ring_fraction_min: float = 0.3
     focus_threshold: float = 3.0
-    confidence_threshold: float = 0.25
+    confidence_threshold: float = 0.05
 
 
 def _crop(image: np.ndarray, det: Detection) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,9 @@
 """Adapter from the ONNX detector (detection.onnx_detector) to the pipeline's Detector protocol.
 
 Boxes from the model are refined to masks by the classical segmentation inside each box
-(``analysis.segment.refine_mask``), so every measurement comes from a mask. Imported lazily: only a pipeline that
+(``analysis.segment.refine_mask``), so every measurement comes from a mask; boxes the model is unsure of (scores
+0.05-0.25, large half-scale boxes without native support) are kept only when that segmentation confirms an object
+in them (``analysis.segment.confirm_mask``; ``detection.onnx_detector.CANDIDATE_THRESHOLD``). Imported lazily: only a pipeline that
 actually uses a model pays for importing onnxruntime.
 
 Loading: a signed model package (``.cqcpkg``, :func:`load_package_detector`) is verified before the model is
@@ -23,10 +25,10 @@ import numpy as np
 
 from analysis.errors import DetectorUnavailableError, ModelPackageError
 from analysis.records import Detection
-from analysis.segment import REFINE_REACH_PX, ClassicalOptions, detect_classical, refine_mask
+from analysis.segment import REFINE_REACH_PX, ClassicalOptions, confirm_mask, detect_classical, refine_mask
 from analysis.workers import map_boxes, warm_up
 from detection.onnx_detector import OnnxDetector, OnnxDetectorOptions
-from detection.yolo import box_area, pairwise_intersection
+from detection.tiling import outside_boxes
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,8 @@ class OnnxPipelineDetector:
         return self.model.label
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        return self.model.detect(image, options=self.options, refine=refine_mask,
-                                 refine_all=_refine_all)
+        return self.model.detect(image, options=self.options, refine=refine_mask, refine_all=_refine_all,
+                                 confirm=confirm_mask)
 
 
 def load_onnx_detector(path: Path, *, options: OnnxDetectorOptions | None = None,
@@ -185,7 +187,5 @@ class HybridDetector:
             return learned + extra
         a = np.array([[d.x_min, d.y_min, d.x_max, d.y_max] for d in extra], float)
         b = np.array([[d.x_min, d.y_min, d.x_max, d.y_max] for d in learned], float)
-        smaller = np.minimum(box_area(a)[:, None], box_area(b)[None, :])
-        ios = pairwise_intersection(a, b) / np.maximum(smaller, 1.0)
-        keep = ios.max(axis=1) <= self.overlap_max
+        keep = outside_boxes(a, b, max_overlap=self.overlap_max)
         return learned + [d for d, k in zip(extra, keep) if k]

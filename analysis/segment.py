@@ -626,8 +626,8 @@ REFINE_REACH_PX = REFINE_PAD_PX + _PAD_PX
 
 def refine_mask(
     image: np.ndarray, box_xyxy: tuple[float, float, float, float], *, pad_px: int = REFINE_PAD_PX,
-    options: ClassicalOptions = ClassicalOptions(), min_box_iou: float = REFINE_MIN_BOX_IOU,
-) -> tuple[int, int, int, int, np.ndarray]:
+    options: ClassicalOptions = ClassicalOptions(), min_box_iou: float = REFINE_MIN_BOX_IOU, fallback: bool = True,
+) -> tuple[int, int, int, int, np.ndarray] | None:
     """Segment the object inside a detector's box with the same method as :func:`detect_classical`.
 
     image: cleaned float32 (H, W) in [0, 1]. box_xyxy: full-image pixels (x_max/y_max exclusive). pad_px: margin
@@ -638,6 +638,7 @@ def refine_mask(
     cut off by the splitting step segmented), the union of all segments lying mostly inside the box is tried;
     if that does not describe the box either, or nothing segments, an ellipse inscribed in the box is returned:
     the detector's box is then a better outline than a wrong segment (measured: ``REFINE_MIN_BOX_IOU``).
+    ``fallback=False``: return None instead of the ellipse (:func:`confirm_mask`).
     Raises ValueError for a bad image or a box outside the image / with no area.
     """
     img = _check(image, options)
@@ -668,7 +669,9 @@ def refine_mask(
         union = _union_inside(dets, inside)
         if union is not None and _box_iou(union[:4], inner) >= min_box_iou:
             return union
-        logger.debug("refine_mask: the segments do not fit box %s; using the inscribed ellipse", box_xyxy)
+        logger.debug("refine_mask: the segments do not fit box %s", box_xyxy)
+    if not fallback:
+        return None
     ex0, ey0 = int(np.floor(inner[0])), int(np.floor(inner[1]))
     ex1, ey1 = max(ex0 + 1, int(np.ceil(inner[2]))), max(ey0 + 1, int(np.ceil(inner[3])))
     ellipse = np.zeros((ey1 - ey0, ex1 - ex0), np.uint8)
@@ -676,5 +679,14 @@ def refine_mask(
     cv2.ellipse(ellipse, (centre, (float(ellipse.shape[1]), float(ellipse.shape[0])), 0.0), 1, -1)
     if not ellipse.any():
         ellipse[:] = 1
-    logger.debug("refine_mask: nothing segments in box %s; using the inscribed ellipse", box_xyxy)
+    logger.debug("refine_mask: using the inscribed ellipse for box %s", box_xyxy)
     return ex0, ey0, ex1, ey1, ellipse > 0
+
+
+def confirm_mask(image: np.ndarray, box_xyxy: tuple[float, float, float, float]
+                 ) -> tuple[int, int, int, int, np.ndarray] | None:
+    """The outline of an object inside a *candidate* box (a box the model is unsure of), or None when the
+    segmentation finds none there: :func:`refine_mask` without its inscribed-ellipse fallback, so a segment (or the
+    union of segments) whose bounding box agrees with the box (IoU >= ``REFINE_MIN_BOX_IOU``) is the confirmation.
+    Reads the same pixels as :func:`refine_mask` (``REFINE_REACH_PX``)."""
+    return refine_mask(image, box_xyxy, fallback=False)

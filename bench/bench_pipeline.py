@@ -13,6 +13,7 @@ count; then each detector's median relative to the first. Never asserts on time.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -46,12 +47,18 @@ def main() -> None:
     ap.add_argument("--detector", action="append", default=None, help="repeatable; default classical + onnx")
     ap.add_argument("--model", action="append", type=Path, default=[], help="repeatable: .cqcpkg or .onnx file")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--also-without-candidates", action="store_true",
+                    help="each --model also without its confirmed candidates (OnnxDetectorOptions.candidate_threshold 0)")
     args = ap.parse_args()
     options = AnalysisOptions()
     kinds = args.detector if args.detector is not None else ([] if args.model else ["classical", "onnx"])
     detectors = [make_detector(k, options=options) for k in kinds]
     detectors += [make_detector("onnx", model_path=p, options=options) for p in args.model]
     names = [f"{k}" for k in kinds] + [f"--model {p.name}" for p in args.model]
+    if args.also_without_candidates:
+        for p, det in list(zip(args.model, detectors[len(kinds):])):
+            detectors.append(dataclasses.replace(det, options=dataclasses.replace(det.options, candidate_threshold=0.0)))
+            names.append(f"{p.name} no candidates")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}")
     for name, det in zip(names, detectors):

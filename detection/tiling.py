@@ -259,6 +259,27 @@ def _clip(boxes: np.ndarray, region: np.ndarray) -> np.ndarray:
     return out
 
 
+def coarse_support(
+    fine_boxes: np.ndarray,
+    coarse_boxes: np.ndarray,
+    *,
+    iou_threshold: float,
+    contain_fraction: float = 0.8,
+    min_area_ratio: float = 2.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The native-support rule of :func:`merge_scales`: ``(supported, is_part)``, bool (C,) and (F, C).
+
+    ``is_part[i, j]``: fine box i lies mostly inside coarse box j (intersection over its own area >=
+    ``contain_fraction``) and j is at least ``min_area_ratio`` times larger - i is a piece (a rim, a facet) of a
+    large object. ``supported[j]``: coarse box j holds such a part, or a fine box matches it (IoU >= ``iou_threshold``).
+    """
+    fb, cb = np.asarray(fine_boxes).reshape(-1, 4), np.asarray(coarse_boxes).reshape(-1, 4)
+    inside = pairwise_intersection(fb, cb) >= contain_fraction * np.maximum(box_area(fb), 1e-6)[:, None]
+    is_part = inside & (box_area(cb)[None, :] >= min_area_ratio * box_area(fb)[:, None])
+    supported = is_part.any(axis=0) | (pairwise_iou(fb, cb) >= iou_threshold).any(axis=0)
+    return supported, is_part
+
+
 def merge_scales(
     fine: tuple[np.ndarray, np.ndarray, np.ndarray],
     coarse: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -272,22 +293,21 @@ def merge_scales(
     full-image pixels, each ``(boxes (N, 4) xyxy, scores (N,), class_ids (N,))``.
 
     The coarse pass is there for objects too large for the model at native scale, which sees only their parts
-    (a rim, a bright facet). Rule: (1) a fine box lying mostly inside a coarse box (intersection over its own area
-    >= ``contain_fraction``) that is at least ``min_area_ratio`` times larger is such a part; (2) a coarse box is
-    used only when the native pass supports it: it holds such a part, or a fine box matches it (IoU >=
-    ``iou_threshold``). A large object in focus shows sharp parts at native scale; a large crystal blurred at
-    another depth shows none (the model was trained to ignore blur), though at half scale it can look sharp
-    enough to be boxed; (3) the parts inside a used coarse box are dropped, and the rest of both passes goes
-    through one NMS at ``iou_threshold`` (class-agnostic unless told otherwise), so an object both passes found is
-    kept once, with the higher score. Returns ``(boxes, scores, class_ids)`` highest score first (float32, float32,
-    int32).
+    (a rim, a bright facet). Rule (:func:`coarse_support`): (1) a fine box lying mostly inside a coarse box
+    (intersection over its own area >= ``contain_fraction``) that is at least ``min_area_ratio`` times larger is
+    such a part; (2) a coarse box is used only when the native pass supports it: it holds such a part, or a fine box
+    matches it (IoU >= ``iou_threshold``). A large object in focus shows sharp parts at native scale; a large
+    crystal blurred at another depth shows none (the model was trained to ignore blur), though at half scale it can
+    look sharp enough to be boxed; (3) the parts inside a used coarse box are dropped, and the rest of both passes
+    goes through one NMS at ``iou_threshold`` (class-agnostic unless told otherwise), so an object both passes found
+    is kept once, with the higher score. Returns ``(boxes, scores, class_ids)`` highest score first (float32,
+    float32, int32).
     """
     fb, fs, fc = (np.asarray(a) for a in fine)
     cb, cs, cc = (np.asarray(a) for a in coarse)
     fb, cb = fb.reshape(-1, 4), cb.reshape(-1, 4)
-    inside = pairwise_intersection(fb, cb) >= contain_fraction * np.maximum(box_area(fb), 1e-6)[:, None]
-    is_part = inside & (box_area(cb)[None, :] >= min_area_ratio * box_area(fb)[:, None])
-    supported = is_part.any(axis=0) | (pairwise_iou(fb, cb) >= iou_threshold).any(axis=0)
+    supported, is_part = coarse_support(fb, cb, iou_threshold=iou_threshold, contain_fraction=contain_fraction,
+                                        min_area_ratio=min_area_ratio)
     cb, cs, cc = cb[supported], cs[supported], cc[supported]
     part = is_part[:, supported].any(axis=1)
     fb, fs, fc = fb[~part], fs[~part], fc[~part]
@@ -296,3 +316,20 @@ def merge_scales(
     classes = np.concatenate([fc.reshape(-1), cc.reshape(-1)]).astype(np.int32)
     keep = nms(boxes, scores, iou_threshold=iou_threshold, class_ids=None if class_agnostic else classes)
     return boxes[keep], scores[keep], classes[keep]
+
+
+def overlap_over_smaller(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N, M) intersection of each box of ``a`` with each box of ``b`` over the smaller of the two areas (0..1)."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    smaller = np.minimum(box_area(a)[:, None], box_area(b)[None, :])
+    return pairwise_intersection(a, b) / np.maximum(smaller, 1e-6)
+
+
+def outside_boxes(candidates: np.ndarray, boxes: np.ndarray, *, max_overlap: float) -> np.ndarray:
+    """Bool (N,): candidate boxes that overlap none of ``boxes`` by more than ``max_overlap`` of the smaller box
+    (:func:`overlap_over_smaller`), i.e. that could be an object not found yet rather than a piece or a double of
+    one already found."""
+    cand = np.asarray(candidates).reshape(-1, 4)
+    if cand.shape[0] == 0 or np.asarray(boxes).size == 0:
+        return np.ones(cand.shape[0], bool)
+    return overlap_over_smaller(cand, boxes).max(axis=1) <= max_overlap

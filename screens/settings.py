@@ -219,7 +219,8 @@ st.header("Detection thresholds")
 st.slider("Minimum detector confidence", 0.0, 1.0, step=0.01, key="set_confidence",
           on_change=_threshold_changed, args=("set_confidence",),
           help="0 to 1. Objects the detector is less sure of are excluded as 'low confidence' (drawn, not "
-               "counted). Higher: fewer false detections, more missed crystals.")
+               "counted). Higher: fewer false detections, more missed crystals. Default 0.05: the model's boxes "
+               "scoring 0.05-0.25 count only where the outline of an object is found in them.")
 lo, hi = cfg.RANGES["min_ecd_px"]
 st.number_input("Minimum size (equivalent circular diameter, px)", min_value=lo, max_value=hi, step=0.5,
                 format="%.2f", key="set_min_ecd", on_change=_threshold_changed, args=("set_min_ecd",),

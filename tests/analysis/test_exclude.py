@@ -145,8 +145,11 @@ def test_bubble_lookalikes_are_not_bubbles():
 def test_low_confidence_is_excluded_last():
     image = render(translucent_hexagon)
     det = detection_from(image, confidence=0.1)
-    assert exclusion_reason(image, det) == "low_confidence"
+    assert exclusion_reason(image, det, options=ExclusionOptions(confidence_threshold=0.25)) == "low_confidence"
     assert exclusion_reason(image, det, options=ExclusionOptions(confidence_threshold=0.05)) is None
+    # the default floor is the model's candidate threshold: a confirmed candidate (0.05-0.25) counts
+    assert exclusion_reason(image, dataclasses.replace(det, confidence=0.04)) == "low_confidence"
+    assert exclusion_reason(image, det) is None
 
 
 # ---------------------------------------------------------------- apply_exclusions

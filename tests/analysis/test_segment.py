@@ -14,7 +14,7 @@ from analysis.exclude import apply_exclusions
 from analysis.preprocess import clean_image
 from analysis.records import Detection
 from analysis.segment import (ClassicalOptions, _components, _disk_closing, detect_classical, edge_thresholds, fill_holes,
-                              refine_mask)
+                              confirm_mask, refine_mask)
 from detection.metrics import box_iou
 
 SS = 4  # supersampling factor
@@ -233,6 +233,20 @@ def test_refine_mask_falls_back_to_an_ellipse_on_empty_background():
     assert mask.shape == (20, 40)
     assert mask.sum() == pytest.approx(np.pi * 20 * 10, rel=0.15)
     assert not mask[0, 0] and mask[10, 20]
+
+
+def test_confirm_mask_outlines_an_object_and_refuses_an_empty_box():
+    s = Scene(160, 200)
+    pts = polygon(100, 80, 20, 6)
+    s.crystal(pts)
+    cleaned = clean_image(s.render(seed=6))
+    box = tuple(float(v) for v in box_of(pts) + np.array([-3, -3, 3, 3]))
+    confirmed = confirm_mask(cleaned, box)
+    refined = refine_mask(cleaned, box)
+    assert confirmed is not None and confirmed[:4] == refined[:4] and np.array_equal(confirmed[4], refined[4])
+    # background only: refine_mask falls back to the inscribed ellipse, confirm_mask finds nothing
+    assert confirm_mask(cleaned, (10.0, 10.0, 40.0, 30.0)) is None
+    assert refine_mask(cleaned, (10.0, 10.0, 40.0, 30.0))[4].any()
 
 
 def test_refine_mask_joins_the_parts_of_one_boxed_object():

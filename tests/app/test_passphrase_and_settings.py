@@ -270,7 +270,7 @@ def test_save_settings_audits_profile_changes_readably(tmp_path):
             "profiles": {"added": {"Axio 10x": 0.65, "BX53 40x": 0.1625}}, "default_profile": ["", "BX53 40x"]}
         assert save_settings(vault, s2, user="lead") == {
             "profiles": {"removed": {"Axio 10x": 0.65}, "changed": {"BX53 40x": {"um_per_px": [0.1625, 0.17]}}}}
-        assert save_settings(vault, s3, user="lead") == {"confidence_threshold": [0.25, 0.5]}
+        assert save_settings(vault, s3, user="lead") == {"confidence_threshold": [DEFAULTS.confidence_threshold, 0.5]}
         assert save_settings(vault, s3, user="lead") == {}
         assert load_settings(vault) == s3
         details = [r.details["changed"] for r in vault.audit.entries() if r.event == "settings_change"]

@@ -200,7 +200,7 @@ def test_threshold_changes_are_saved_and_audited(at, vault_path):
             prefs.include_border, prefs.max_megapixels, prefs.detector) == (0.4, 12.0, 2.5, 1.5, True, 20.0,
                                                                             "classical")
     assert setting_changes(vault_path) == [
-        {"confidence_threshold": [0.25, 0.4]}, {"min_ecd_px": [DEFAULTS.min_ecd_px, 12.0]},
+        {"confidence_threshold": [DEFAULTS.confidence_threshold, 0.4]}, {"min_ecd_px": [DEFAULTS.min_ecd_px, 12.0]},
         {"focus_threshold": [3.0, 2.5]}, {"cleaning_strength": [1.0, 1.5]}, {"include_border": [False, True]},
         {"max_megapixels": [50.0, 20.0]}, {"detector": ["auto", "classical"]}]
     options = analysis_options(prefs)
@@ -227,5 +227,5 @@ def test_a_refused_change_snaps_back(at, vault_path, monkeypatch):
     at.slider(key="set_confidence").set_value(0.9).run()
     assert not at.exception
     assert "Not saved: disk full" in errors(at)[0]
-    assert at.slider(key="set_confidence").value == 0.25
+    assert at.slider(key="set_confidence").value == DEFAULTS.confidence_threshold
     assert saved(vault_path) == DEFAULTS

@@ -1,6 +1,7 @@
 """Model metadata checks and the onnxruntime detector, end to end on tiny ONNX graphs (no torch)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 
@@ -17,6 +18,7 @@ from tests.detection.onnx_fixtures import band_model, constant_model, finish_mod
 NAMES = ("crystal", "agglomerate", "mimic")
 OPTS = OnnxDetectorOptions(coarse_scale=0.0, tile_overlap_px=16)  # the tiny models take 64x64 inputs
 CRYSTAL, AGGLOMERATE, MIMIC = 1.0, 0.7, 0.3  # grey levels the band model maps to classes 0, 1, 2
+EMPTY = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
 
 
 # ---------------------------------------------------------------- metadata
@@ -532,14 +534,14 @@ def test_coarse_pass_replaces_the_parts_of_a_large_object_by_its_whole_box(detec
     scaled back to full-image pixels); small coarse boxes are ignored; a separate small crystal stays."""
     calls = []
 
-    def fake_native(self, img, options):
+    def fake_native(self, img, options, low=None):
         calls.append(img.shape)
         if img.shape == (200, 300):  # native: a facet of the big crystal and a small crystal elsewhere
             return (np.array([[60, 60, 90, 80], [250, 150, 262, 160]], np.float32), np.array([0.6, 0.7], np.float32),
-                    np.array([0, 0], np.int32))
+                    np.array([0, 0], np.int32)), EMPTY
         assert img.shape == (100, 150)  # half scale: the big crystal (60 px -> 120 px long) and a 30 px box
         return (np.array([[20, 20, 80, 60], [120, 70, 135, 85]], np.float32), np.array([0.9, 0.8], np.float32),
-                np.array([0, 0], np.int32))
+                np.array([0, 0], np.int32)), EMPTY
 
     monkeypatch.setattr(OnnxDetector, "_predict_native", fake_native)
     options = OnnxDetectorOptions(coarse_scale=0.5, coarse_min_side_px=80)
@@ -556,12 +558,97 @@ def test_coarse_pass_replaces_the_parts_of_a_large_object_by_its_whole_box(detec
 
 def test_coarse_pass_skipped_when_the_downscaled_image_is_below_one_stride(detector, monkeypatch):
     shapes = []
-    monkeypatch.setattr(OnnxDetector, "_predict_native", lambda self, img, options: (
-        shapes.append(img.shape) or (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))))
+    monkeypatch.setattr(OnnxDetector, "_predict_native", lambda self, img, options, low=None: (
+        shapes.append(img.shape) or (EMPTY, EMPTY)))
     detector.predict_boxes(np.zeros((40, 200), np.float32), options=OnnxDetectorOptions(coarse_scale=0.5))
     assert shapes == [(40, 200)]  # 20 px high at half scale < stride 32
     detector.predict_boxes(np.zeros((64, 200), np.float32), options=OnnxDetectorOptions(coarse_scale=0.5))
     assert shapes[1:] == [(64, 200), (32, 100)]
+
+
+# ---------------------------------------------------------------- candidates (uncertain boxes, kept when confirmed)
+
+
+def test_candidates_are_low_native_boxes_and_unsupported_large_coarse_boxes(detector, monkeypatch):
+    lows = []
+
+    def fake_native(self, img, options, low=None):
+        lows.append(low)
+        if img.shape == (200, 300):  # native: a facet of a big crystal; below the threshold a small crystal and a
+            # second box on the facet (inside the big crystal's kept box: not a candidate)
+            low_boxes = (np.array([[250, 150, 262, 160], [62, 61, 88, 79]], np.float32),
+                         np.array([0.1, 0.2], np.float32), np.array([0, 0], np.int32))
+            return (np.array([[60, 60, 90, 80]], np.float32), np.array([0.6], np.float32),
+                    np.array([0], np.int32)), (low_boxes if low else EMPTY)
+        # half scale: the big crystal (holds the facet: supported) and a large box with nothing sharp in it
+        return (np.array([[20, 20, 80, 60], [100, 5, 145, 45]], np.float32), np.array([0.9, 0.5], np.float32),
+                np.array([0, 1], np.int32)), EMPTY
+
+    monkeypatch.setattr(OnnxDetector, "_predict_native", fake_native)
+    image = np.zeros((200, 300), np.float32)
+    options = OnnxDetectorOptions(coarse_scale=0.5, coarse_min_side_px=80, candidate_threshold=0.05)
+    (boxes, scores, cls), (c_boxes, c_scores, c_cls) = detector.predict_candidates(image, options=options)
+    assert lows == [0.05, None]  # the native pass decodes down to the candidate threshold, the coarse pass does not
+    assert boxes.tolist() == [[40, 40, 160, 120]] and scores.tolist() == pytest.approx([0.9])
+    assert [b.tolist() for b in detector.predict_boxes(image, options=options)] == [boxes.tolist(), scores.tolist(),
+                                                                                    cls.tolist()]
+    assert c_boxes.tolist() == [[200, 10, 290, 90], [250, 150, 262, 160]]  # highest score first
+    assert c_scores.tolist() == pytest.approx([0.5, 0.1]) and c_cls.tolist() == [1, 0]
+    assert c_boxes.dtype == np.float32 and c_scores.dtype == np.float32 and c_cls.dtype == np.int32
+    # off: no candidates, and the native pass is not asked for low boxes
+    lows.clear()
+    off = detector.predict_candidates(image, options=dataclasses.replace(options, candidate_threshold=0.0))
+    assert lows == [None, None] and off[1][0].shape == (0, 4) and off[0][0].tolist() == boxes.tolist()
+
+
+def test_candidate_threshold_is_checked():
+    with pytest.raises(ValueError, match="candidate_threshold"):
+        OnnxDetectorOptions(candidate_threshold=0.3)  # above conf_threshold 0.25
+    with pytest.raises(ValueError, match="candidate_threshold"):
+        OnnxDetectorOptions(candidate_threshold=-0.1)
+    assert OnnxDetectorOptions(candidate_threshold=0.0).candidate_threshold == 0.0
+
+
+def test_a_real_model_s_uncertain_boxes_count_only_when_confirmed():
+    unsure = OnnxDetector(band_model(names=NAMES, score=0.1))  # every box scores 0.1, below conf_threshold 0.25
+    img = _image(128, 128, [(10, 20, 40, 50, CRYSTAL), (70, 70, 100, 110, CRYSTAL)])
+    assert len(unsure.predict_boxes(img, options=OPTS)[0]) == 0
+    kept, (c_boxes, c_scores, _) = unsure.predict_candidates(img, options=OPTS)
+    assert len(kept[0]) == 0 and len(c_boxes) == 2 and c_scores == pytest.approx([0.1, 0.1], abs=1e-3)
+    assert unsure.detect(img, options=OPTS) == []  # no confirm function: candidates are not tried
+    tried = []
+
+    def only_the_first(image, box):
+        tried.append(box.tolist())
+        return inscribed_ellipse(image, box) if box[0] < 50 else None
+
+    dets = unsure.detect(img, options=OPTS, confirm=only_the_first)
+    assert len(tried) == 2 and len(dets) == 1
+    assert (dets[0].x_min, dets[0].y_min, dets[0].x_max, dets[0].y_max) == pytest.approx((10, 20, 40, 50), abs=2)
+    assert dets[0].confidence == pytest.approx(0.1, abs=1e-3) and dets[0].class_name == "crystal"
+    assert unsure.detect(img, options=dataclasses.replace(OPTS, candidate_threshold=0.0), confirm=only_the_first) == []
+    # a sure model gives the same kept boxes with and without candidates
+    sure = OnnxDetector(band_model(names=NAMES))
+    kept_sure, cand_sure = sure.predict_candidates(img, options=OPTS)
+    for a, b in zip(kept_sure, sure.predict_boxes(img, options=OPTS)):
+        np.testing.assert_array_equal(a, b)
+    assert len(cand_sure[0]) == 0
+
+
+def test_confirmed_candidates_follow_the_kept_boxes_without_doubles(detector, monkeypatch):
+    kept = (np.array([[10, 10, 30, 30]], np.float32), np.array([0.8], np.float32), np.array([0], np.int32))
+    cands = (np.array([[50, 50, 80, 80], [52, 52, 80, 82], [100, 10, 120, 30]], np.float32),
+             np.array([0.2, 0.15, 0.1], np.float32), np.array([0, 0, 1], np.int32))
+    monkeypatch.setattr(OnnxDetector, "predict_candidates", lambda self, img, options: (kept, cands))
+    dets = detector.detect(np.zeros((128, 128), np.float32), confirm=inscribed_ellipse)
+    # the second candidate lies on the first (confirmed) one: one object, kept once
+    assert [(d.x_min, d.y_min, d.confidence) for d in dets] == [(10, 10, pytest.approx(0.8)),
+                                                               (50, 50, pytest.approx(0.2)),
+                                                               (100, 10, pytest.approx(0.1))]
+    assert dets[2].class_name == "agglomerate"
+    with pytest.raises(ValueError, match="mask of shape"):
+        detector.detect(np.zeros((128, 128), np.float32),
+                        confirm=lambda image, box: (0, 0, 5, 5, np.ones((2, 2), bool)))
 
 
 def test_coarse_pass_on_a_real_model_finds_the_same_object_once(detector):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detection.tiling import merge_scales, merge_tile_detections, plan_tiles, round_up, tile_boxes, truncated_mask
+from detection.tiling import (coarse_support, merge_scales, merge_tile_detections, outside_boxes, overlap_over_smaller,
+                              plan_tiles, round_up, tile_boxes, truncated_mask)
 
 
 @pytest.mark.parametrize(
@@ -259,3 +260,23 @@ def test_merge_scales_with_an_empty_pass():
     assert merge_scales(some, none, iou_threshold=0.5)[0].tolist() == [[0, 0, 10, 10]]
     assert merge_scales(none, some, iou_threshold=0.5)[0].shape == (0, 4)  # nothing supports the coarse box
     assert merge_scales(none, none, iou_threshold=0.5)[0].shape == (0, 4)
+
+
+def test_coarse_support_names_the_supported_boxes_and_their_parts():
+    coarse = np.array([[100, 100, 200, 200], [300, 300, 420, 380], [500, 500, 540, 540]], float)
+    # a facet inside the first; the third matched by a fine box of the same size; nothing sharp in the second
+    fine = np.array([[120, 120, 150, 140], [501, 501, 540, 540], [150, 250, 170, 270]], float)
+    supported, is_part = coarse_support(fine, coarse, iou_threshold=0.5)
+    assert supported.tolist() == [True, False, True]
+    assert is_part.tolist() == [[True, False, False], [False, False, False], [False, False, False]]
+    supported, is_part = coarse_support(np.zeros((0, 4)), coarse, iou_threshold=0.5)
+    assert supported.tolist() == [False] * 3 and is_part.shape == (0, 3)
+
+
+def test_overlap_over_smaller_and_outside_boxes():
+    big = np.array([[0, 0, 100, 100]], float)
+    cands = np.array([[10, 10, 30, 30], [90, 90, 130, 130], [200, 200, 210, 210]], float)
+    np.testing.assert_allclose(overlap_over_smaller(cands, big)[:, 0], [1.0, 100 / 1600, 0.0])
+    assert outside_boxes(cands, big, max_overlap=0.3).tolist() == [False, True, True]
+    assert outside_boxes(cands, np.zeros((0, 4)), max_overlap=0.3).tolist() == [True] * 3
+    assert outside_boxes(np.zeros((0, 4)), big, max_overlap=0.3).shape == (0,)
