@@ -214,12 +214,17 @@ def test_very_noisy_empty_image_raises_the_thresholds_and_counts_nothing():
     assert [d for d in apply_exclusions(cleaned, detect_classical(cleaned)) if d.excluded_reason is None] == []
 
 
-def test_refine_mask_segments_inside_the_box():
+def _boxed_hexagon() -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
+    """A cleaned image of one hexagonal crystal, a detector-like box 3 px around it, and its outline."""
     s = Scene(160, 200)
     pts = polygon(100, 80, 20, 6)
     s.crystal(pts)
     cleaned = clean_image(s.render(seed=6))
-    box = tuple(float(v) for v in box_of(pts) + np.array([-3, -3, 3, 3]))
+    return cleaned, tuple(float(v) for v in box_of(pts) + np.array([-3, -3, 3, 3])), pts
+
+
+def test_refine_mask_segments_inside_the_box():
+    cleaned, box, pts = _boxed_hexagon()
     x0, y0, x1, y1, mask = refine_mask(cleaned, box, pad_px=2)
     assert mask.dtype == bool and mask.shape == (y1 - y0, x1 - x0)
     assert box[0] - 2 <= x0 and box[1] - 2 <= y0 and x1 <= box[2] + 2 and y1 <= box[3] + 2
@@ -236,11 +241,7 @@ def test_refine_mask_falls_back_to_an_ellipse_on_empty_background():
 
 
 def test_confirm_mask_outlines_an_object_and_refuses_an_empty_box():
-    s = Scene(160, 200)
-    pts = polygon(100, 80, 20, 6)
-    s.crystal(pts)
-    cleaned = clean_image(s.render(seed=6))
-    box = tuple(float(v) for v in box_of(pts) + np.array([-3, -3, 3, 3]))
+    cleaned, box, _ = _boxed_hexagon()
     confirmed = confirm_mask(cleaned, box)
     refined = refine_mask(cleaned, box)
     assert confirmed is not None and confirmed[:4] == refined[:4] and np.array_equal(confirmed[4], refined[4])
