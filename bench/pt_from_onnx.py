@@ -1,6 +1,7 @@
 """Rebuild an ultralytics checkpoint (.pt) from a float ONNX export, for the speed comparison in bench_onnx.py.
 
     .venv-train/bin/python bench/pt_from_onnx.py --onnx model.onnx --yaml yolo11n.yaml --out runs/x.pt
+    .venv-train/bin/python bench/pt_from_onnx.py --onnx model.onnx --out runs/x-train.pt --trainable DATA/images/train
 
 (``model.onnx`` of a float export folder, or taken out of a float package with ``detection.package.unpack``.)
 
@@ -11,6 +12,13 @@ So: build the model from its yaml with the export's class names, fuse it, load t
 parameter must be matched, shapes equal), check that torch and onnxruntime give the same raw output on a random
 input, and save a checkpoint ultralytics loads like its own (``YOLO(path)``). Float exports only (an INT8 QDQ model
 has no float weights to load). Runs in the training venv (torch, ultralytics); never used by the app.
+
+``--trainable IMAGES``: a checkpoint to fine-tune from (``detection.train --init-weights``) instead. Fusion removed
+the BatchNorm layers, and a network trained without them behaves differently, so they are put back such that the
+network computes the same function: for every Conv, the per-channel mean mu and variance var of its convolution's
+output (without bias) over up to 64 of the given training images become the BatchNorm's running statistics, its
+scale sqrt(var + eps) and its shift mu + the fused bias. In eval mode that reproduces the fused convolution exactly;
+in training, where BatchNorm uses each batch's statistics, it starts close to it (checked like the fused model).
 """
 from __future__ import annotations
 
@@ -32,6 +40,8 @@ def main() -> int:
     ap.add_argument("--onnx", type=Path, required=True, help="a float ultralytics ONNX export")
     ap.add_argument("--yaml", default="yolo11n.yaml", help="the model yaml it was trained from")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--trainable", type=Path, default=None, metavar="IMAGES",
+                    help="rebuild with BatchNorm layers for fine-tuning; statistics from images in this folder")
     args = ap.parse_args()
     configure_offline()
 
@@ -64,6 +74,9 @@ def main() -> int:
         return 2
     model.load_state_dict({k: torch.from_numpy(weights[k].copy()) if k in weights else v for k, v in state.items()})
 
+    if args.trainable is not None:
+        model = _with_batchnorm(model, args.yaml, names, _calibration_batches(args.trainable))
+
     x = np.random.default_rng(0).random((1, 3, 320, 416), dtype=np.float32)
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     ours = session.run(None, {session.get_inputs()[0].name: x})[0]
@@ -79,6 +92,73 @@ def main() -> int:
                 "version": f"rebuilt from {args.onnx.name}"}, args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def _calibration_batches(folder: Path, *, n: int = 64, batch: int = 16, size: int = 320):
+    """Up to ``n`` images of ``folder`` (sorted), grey -> 3 channels in [0, 1], centre-cropped or padded (grey 114)
+    to ``size`` x ``size``, in batches (float32 numpy (B, 3, size, size))."""
+    import cv2
+
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})[:n]
+    if not paths:
+        raise SystemExit(f"error: no PNG/JPEG images in {folder}")
+    images = []
+    for p in paths:
+        img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+        canvas = np.full((size, size), 114, np.uint8)
+        h, w = min(size, img.shape[0]), min(size, img.shape[1])
+        canvas[:h, :w] = img[:h, :w]
+        images.append(np.repeat(canvas[None].astype(np.float32) / 255.0, 3, axis=0))
+    return [np.stack(images[i:i + batch]) for i in range(0, len(images), batch)]
+
+
+def _with_batchnorm(fused, yaml: str, names: list[str], batches):
+    """The unfused model computing what ``fused`` computes (module docstring, ``--trainable``)."""
+    import torch
+    from ultralytics.nn.modules import Conv
+    from ultralytics.nn.tasks import DetectionModel
+
+    convs = {name: m.conv for name, m in fused.named_modules() if isinstance(m, Conv)}
+    sums = {name: [0.0, 0.0, 0] for name in convs}  # per channel: sum, sum of squares, count
+
+    def hook(name):
+        def record(_module, _inputs, output):
+            y = output.detach().double() - convs[name].bias.detach().double()[None, :, None, None]
+            acc = sums[name]
+            acc[0] = acc[0] + y.sum(dim=(0, 2, 3))
+            acc[1] = acc[1] + (y * y).sum(dim=(0, 2, 3))
+            acc[2] += y.shape[0] * y.shape[2] * y.shape[3]
+        return record
+
+    handles = [conv.register_forward_hook(hook(name)) for name, conv in convs.items()]
+    with torch.no_grad():
+        for b in batches:
+            fused(torch.from_numpy(b))
+    for h in handles:
+        h.remove()
+
+    model = DetectionModel(yaml, nc=len(names), verbose=False)
+    model.names = dict(enumerate(names))
+    fused_state = fused.state_dict()
+    state = model.state_dict()
+    for key in state:
+        if key in fused_state and fused_state[key].shape == state[key].shape:
+            state[key] = fused_state[key].clone()
+    model.load_state_dict(state)
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if not isinstance(m, Conv):
+                continue
+            total, squares, count = sums[name]
+            mean = total / count
+            var = (squares / count - mean * mean).clamp(min=0.0)
+            m.conv.weight.copy_(convs[name].weight)
+            m.bn.running_mean.copy_(mean.float())
+            m.bn.running_var.copy_(var.float())
+            m.bn.weight.copy_(torch.sqrt(var + m.bn.eps).float())
+            m.bn.bias.copy_((mean + convs[name].bias.double()).float())
+    print(f"BatchNorm put back in {len(convs)} convolutions (statistics of {sum(len(b) for b in batches)} images)")
+    return model.eval()
 
 
 if __name__ == "__main__":

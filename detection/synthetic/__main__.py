@@ -4,6 +4,7 @@ Usage::
 
     python -m detection.synthetic --out DIR --n N --seed S [--size WxH] [--split 0.8,0.1,0.1]
         [--difficulty easy|medium|hard|mixed] [--format png|jpg|png16|mixed] [--workers K] [--seg] [--mimic-class]
+        [--blur-rule fixed|relative]
 
 --out DIR         output folder (created): images/, labels/, truth/ per split, data.yaml, dataset.json
 --n N             number of images
@@ -15,6 +16,8 @@ Usage::
 --workers K       processes (default 1)
 --seg             YOLO segmentation polygons instead of boxes
 --mimic-class     label out-of-focus crystals and bubbles as class 2 'mimic' (default: left out)
+--blur-rule       fixed (default): a counted crystal's own blur and an out-of-focus crystal's least blur are fixed
+                  sigmas; relative: both grow with the crystal's size (detection.synthetic.scene, RELATIVE_*)
 
 Classes: 0 crystal, 1 agglomerate (2 mimic with --mimic-class). Out-of-focus crystals, bubbles, dust, fibres,
 scratches, smudges and edge debris are rendered but never labelled as countable; they are listed, with their kind,
@@ -27,7 +30,7 @@ import logging
 import sys
 
 from detection.synthetic.dataset import write_dataset
-from detection.synthetic.options import DIFFICULTY_CHOICES, FORMATS, SyntheticConfigError, parse_size, parse_split
+from detection.synthetic.options import BLUR_RULES, DIFFICULTY_CHOICES, FORMATS, SyntheticConfigError, parse_size, parse_split
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seg", action="store_true", help="write YOLO segmentation polygons")
     ap.add_argument("--mimic-class", action="store_true", help="label out-of-focus crystals and bubbles as class 2")
+    ap.add_argument("--blur-rule", default="fixed", choices=BLUR_RULES,
+                    help="which blurred crystals count: fixed sigma limits, or limits relative to the crystal's size")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
@@ -62,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = write_dataset(args.out, n=args.n, seed=args.seed, size=parse_size(args.size),
                                 split=parse_split(args.split), difficulty=args.difficulty, fmt=args.fmt,
-                                workers=args.workers, seg=args.seg, mimic_class=args.mimic_class,
+                                workers=args.workers, seg=args.seg, mimic_class=args.mimic_class, blur_rule=args.blur_rule,
                                 progress=None if args.quiet else bar)
     except SyntheticConfigError as e:
         sys.stderr.write(f"error: {e}\n")

@@ -18,6 +18,10 @@ FORMATS: tuple[str, ...] = ("png", "jpg", "png16", "mixed")
 #: Probabilities of png / jpg / png16 when ``fmt='mixed'``.
 MIXED_FORMAT_WEIGHTS: tuple[float, ...] = (0.4, 0.45, 0.15)
 COLOURS: tuple[str, ...] = ("auto", "grey", "bgr")
+#: Which blurred crystals count (``blur_rule``): 'fixed' - a crystal's own blur up to a fixed sigma counts, from a
+#: larger fixed sigma on it is out of focus, whatever its size; 'relative' - the limits grow with the crystal's size
+#: (blur small against the crystal counts, as the focus rule of analysis.exclude and the real tiles' labels judge it).
+BLUR_RULES: tuple[str, ...] = ("fixed", "relative")
 #: Smallest visible area (pixels) of a counted object; smaller visible remains become 'dust' (or 'debris' at the edge).
 MIN_COUNTED_AREA_PX = 20
 MIN_SIZE_PX = 32

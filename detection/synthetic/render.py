@@ -8,7 +8,7 @@ import numpy as np
 from detection.synthetic.camera import expose, sample_camera
 from detection.synthetic.labels import count_objects, extract_objects
 from detection.synthetic.options import (
-    COLOURS, DIFFICULTIES, DIFFICULTY_CHOICES, MIXED_WEIGHTS, SyntheticConfigError, check_choice, check_size,
+    BLUR_RULES, COLOURS, DIFFICULTIES, DIFFICULTY_CHOICES, MIXED_WEIGHTS, SyntheticConfigError, check_choice, check_size,
 )
 from detection.synthetic.scene import compose, sample_scene
 
@@ -16,19 +16,21 @@ logger = logging.getLogger(__name__)
 
 
 def render_image(seed: int, *, size: tuple[int, int] = (1280, 1024), difficulty: str = "medium",
-                 bit_depth: int = 8, colour: str = "auto") -> tuple[np.ndarray, dict]:
+                 bit_depth: int = 8, colour: str = "auto", blur_rule: str = "fixed") -> tuple[np.ndarray, dict]:
     """Render one micrograph and its truth; the same arguments always give the same bytes.
 
     seed: any non-negative int (the only source of randomness). size: (W, H) pixels, 32..8192 each.
     difficulty: 'easy' | 'medium' | 'hard' | 'mixed' ('mixed' picks one of the three from the seed).
     bit_depth: 8 -> uint8, 16 -> uint16 (full 0..65535 range). colour: 'auto' (a few images get a colour cast and
-    come out BGR), 'grey' (always (H, W)) or 'bgr' (always (H, W, 3)).
+    come out BGR), 'grey' (always (H, W)) or 'bgr' (always (H, W, 3)). blur_rule: which blurred crystals count,
+    'fixed' (default) or 'relative' (detection.synthetic.options.BLUR_RULES; recorded in the truth when not 'fixed').
     Returns (image (H, W) or (H, W, 3), truth dict; see ``detection.synthetic.labels`` for its layout).
     Raises SyntheticConfigError for an out-of-range option.
     """
     w, h = check_size(size)
     check_choice(difficulty, DIFFICULTY_CHOICES, "difficulty")
     check_choice(colour, COLOURS, "colour")
+    check_choice(blur_rule, BLUR_RULES, "blur_rule")
     if bit_depth not in (8, 16):
         raise SyntheticConfigError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -42,7 +44,7 @@ def render_image(seed: int, *, size: tuple[int, int] = (1280, 1024), difficulty:
     if colour == "bgr" and cam.colour_gains is None:
         cam = type(cam)(**{**cam.to_dict(), "colour_gains": tuple(float(g) for g in
                                                                   1.0 + rng.uniform(-0.05, 0.05, size=3))})
-    transmission, owner, records = compose((w, h), scene, rng, frame_sigma_px=cam.defocus_sigma_px)
+    transmission, owner, records = compose((w, h), scene, rng, frame_sigma_px=cam.defocus_sigma_px, blur_rule=blur_rule)
     image = expose(transmission, cam, rng, bit_depth=bit_depth)
     objects = extract_objects(owner, records)
     counted = [o for o in objects if o["counted"]]
@@ -52,5 +54,7 @@ def render_image(seed: int, *, size: tuple[int, int] = (1280, 1024), difficulty:
         "ecd_px": [o["ecd_px"] for o in counted], "objects": objects,
         "render": {"scene": scene.to_dict(), "camera": cam.to_dict()},
     }
+    if blur_rule != "fixed":  # the default's truth stays byte for byte as before
+        truth["blur_rule"] = blur_rule
     logger.debug("rendered seed %d (%s): %d counted, %d objects", seed, level, len(counted), len(objects))
     return image, truth

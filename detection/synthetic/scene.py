@@ -47,6 +47,31 @@ COUNTED_SOFT_FRACTION = 0.6
 #: rendered pair of crystals differs only by a blur the labels cannot justify; blurred objects on the real tiles have
 #: edge widths of 7.3-22.6 px (10-90 %), i.e. sigma ~2.9-8.8 px.
 OOF_MIN_SIGMA_PX = 3.0
+#: blur_rule 'relative' (detection.synthetic.options.BLUR_RULES): a counted crystal's own blur goes up to
+#: ECD / RELATIVE_SOFT_DIVISOR (clipped to RELATIVE_SOFT_RANGE_PX), an out-of-focus crystal's starts at
+#: ECD / RELATIVE_OOF_DIVISOR (and never below OOF_MIN_SIGMA_PX); a share RELATIVE_SMALL_OOF_FRACTION of the
+#: out-of-focus crystals is drawn small (ECD 0.4-0.9 x the scene median): small soft blobs that must not count, which
+#: the model counted on the real tiles. Measured by ECD / edge width (~ ECD / (2.5 sqrt(1 + sigma^2)) px), a 20 px
+#: crystal may then have sigma <= 2.0 (score >= 3.7) and a 60 px one sigma <= 3.5 (score >= 6.6) and still count;
+#: out of focus they start at sigma 3.0 (score <= 2.5) and 8.6 (score <= 2.8).
+RELATIVE_SOFT_DIVISOR = 10.0
+RELATIVE_SOFT_RANGE_PX = (1.0, 3.5)
+RELATIVE_OOF_DIVISOR = 7.0
+RELATIVE_SMALL_OOF_FRACTION = 0.3
+
+
+def counted_soft_max_px(ecd_px: float, blur_rule: str) -> float:
+    """Most blur (sigma, px) of its own a counted crystal of this ECD may get under ``blur_rule``."""
+    if blur_rule == "relative":
+        return float(np.clip(ecd_px / RELATIVE_SOFT_DIVISOR, *RELATIVE_SOFT_RANGE_PX))
+    return COUNTED_SOFT_MAX_PX
+
+
+def oof_min_sigma_px(ecd_px: float, blur_rule: str, *, scene_min_px: float, frame_sigma_px: float) -> float:
+    """Least blur (sigma, px) of an out-of-focus crystal of this ECD under ``blur_rule``: the scene's lower bound,
+    1.5 x the frame's own blur and OOF_MIN_SIGMA_PX, and with 'relative' ECD / RELATIVE_OOF_DIVISOR."""
+    lo = max(scene_min_px, 1.5 * frame_sigma_px, OOF_MIN_SIGMA_PX)
+    return max(lo, ecd_px / RELATIVE_OOF_DIVISOR) if blur_rule == "relative" else lo
 
 
 @dataclass(frozen=True)
@@ -283,12 +308,14 @@ def _touching_centre(canvas: _Canvas, rng: np.random.Generator, poly: np.ndarray
 
 
 def compose(size: tuple[int, int], scene: SceneParams, rng: np.random.Generator, *,
-            frame_sigma_px: float = 0.0) -> tuple[np.ndarray, np.ndarray, list[ObjectRecord]]:
+            frame_sigma_px: float = 0.0, blur_rule: str = "fixed") -> tuple[np.ndarray, np.ndarray, list[ObjectRecord]]:
     """Render a scene. Returns (transmission float32 (H, W), owner map int32 (H, W), object records).
 
     ``frame_sigma_px`` is the camera's whole-frame blur: out-of-focus objects get at least 1.5x that on top, so they
-    stay clearly softer than the (equally blurred) in-focus crystals.
+    stay clearly softer than the (equally blurred) in-focus crystals. ``blur_rule``: 'fixed' or 'relative' (how much
+    blur of its own a counted crystal may have, and from which blur a crystal is out of focus; module constants).
     """
+    relative = blur_rule == "relative"
     w, h = size
     mp = w * h / 1e6
     canvas = _Canvas(w, h)
@@ -302,11 +329,13 @@ def compose(size: tuple[int, int], scene: SceneParams, rng: np.random.Generator,
     oof_front = [rng.random() < 0.35 for _ in range(n_oof)]
 
     def add_oof(front: bool) -> None:
-        ecd = _ecd(rng, scene.ecd_median_px * rng.uniform(0.8, 2.0), scene.ecd_sigma + 0.1, min(max_ecd, 220.0))
+        scale = rng.uniform(0.4, 0.9) if relative and rng.random() < RELATIVE_SMALL_OOF_FRACTION else \
+            rng.uniform(0.8, 2.0)
+        ecd = _ecd(rng, scene.ecd_median_px * scale, scene.ecd_sigma + 0.1, min(max_ecd, 220.0))
         poly, look, kind = _crystal(rng, scene, ecd, style="bevel" if rng.random() < 0.6 else None,
                                     contrast=rng.uniform(0.6, 1.3))
         lo, hi = scene.oof_sigma_px
-        lo = max(lo, 1.5 * frame_sigma_px, OOF_MIN_SIGMA_PX)
+        lo = oof_min_sigma_px(ecd, blur_rule, scene_min_px=lo, frame_sigma_px=frame_sigma_px)
         sigma = _log_uniform(rng, lo, max(hi, 1.5 * lo))
         if rng.random() < 0.5:  # most defocused crystals are blobs: blur comparable to their size
             sigma = max(sigma, ecd * rng.uniform(0.08, 0.35))
@@ -356,7 +385,8 @@ def compose(size: tuple[int, int], scene: SceneParams, rng: np.random.Generator,
             centre = None
         if centre is None:
             continue
-        soft = float(rng.uniform(0.3, COUNTED_SOFT_MAX_PX)) if rng.random() < COUNTED_SOFT_FRACTION else 0.0
+        soft_max = counted_soft_max_px(ecd, blur_rule)
+        soft = float(rng.uniform(0.3, soft_max)) if rng.random() < COUNTED_SOFT_FRACTION else 0.0
         canvas.add_counted(kind, centre, parts, hull, rng, soft_px=soft, **extra)
 
     for _ in range(_poisson(rng, scene.dust_per_mp, mp)):

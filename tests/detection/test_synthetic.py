@@ -15,6 +15,7 @@ from detection.synthetic.dataset import encode, image_seed, split_of
 from detection.synthetic.labels import extract_objects, yolo_lines
 from detection.synthetic.looks import LOOK_STYLES, inradius, paint_crystal, sample_look
 from detection.synthetic.options import IGNORED_KINDS, parse_size, parse_split
+import detection.synthetic.scene as scene_mod
 from detection.synthetic.scene import _Canvas, compose, sample_scene
 from detection.synthetic.shapes import SHAPE_KINDS, crystal_polygon, edge_equations, polygon_area
 
@@ -110,6 +111,30 @@ def test_same_seed_same_bytes_different_seed_different():
     assert json.dumps(ta, sort_keys=True) == json.dumps(tb, sort_keys=True)
     assert encode(a, "png")[0] == encode(b, "png")[0]
     assert a.tobytes() != c.tobytes()
+
+
+def test_blur_rule_relative_is_recorded_deterministic_and_leaves_the_default_alone():
+    a, ta = render_image(42, size=SMALL, difficulty="hard", blur_rule="relative")
+    b, tb = render_image(42, size=SMALL, difficulty="hard", blur_rule="relative")
+    fixed, tf = render_image(42, size=SMALL, difficulty="hard")
+    assert a.tobytes() == b.tobytes() and ta["blur_rule"] == "relative" and "blur_rule" not in tf
+    assert json.dumps(ta, sort_keys=True) == json.dumps(tb, sort_keys=True)
+    assert fixed.tobytes() == render_image(42, size=SMALL, difficulty="hard", blur_rule="fixed")[0].tobytes()
+    assert all(o["blur_sigma_px"] >= scene_mod.OOF_MIN_SIGMA_PX for o in ta["objects"] if o["class"] == "out_of_focus")
+
+
+def test_blur_rule_limits_grow_with_the_crystal_size():
+    fixed = [scene_mod.counted_soft_max_px(e, "fixed") for e in (10, 20, 40, 80)]
+    rel = [scene_mod.counted_soft_max_px(e, "relative") for e in (10, 20, 40, 80)]
+    assert fixed == [scene_mod.COUNTED_SOFT_MAX_PX] * 4
+    assert rel == pytest.approx([1.0, 2.0, 3.5, 3.5])
+    oof = [scene_mod.oof_min_sigma_px(e, "relative", scene_min_px=2.0, frame_sigma_px=1.0) for e in (10, 40, 80)]
+    assert oof == pytest.approx([3.0, 40 / 7, 80 / 7])
+    assert scene_mod.oof_min_sigma_px(80, "fixed", scene_min_px=2.0, frame_sigma_px=2.5) == 3.75
+    # whatever the size, an out-of-focus crystal is blurrier than any counted one of the same size
+    for ecd in np.linspace(8, 220, 50):
+        assert scene_mod.oof_min_sigma_px(ecd, "relative", scene_min_px=0.0, frame_sigma_px=0.0) > \
+            scene_mod.counted_soft_max_px(ecd, "relative")
 
 
 def test_image_seed_depends_on_seed_and_index():
@@ -281,6 +306,7 @@ def test_split_by_index():
     ({"difficulty": "brutal"}, "difficulty"),
     ({"bit_depth": 12}, "bit_depth"),
     ({"colour": "sepia"}, "colour"),
+    ({"blur_rule": "sloppy"}, "blur_rule"),
 ])
 def test_render_image_rejects_bad_options(kwargs, match):
     with pytest.raises(SyntheticConfigError, match=match):
@@ -299,6 +325,7 @@ def test_render_image_rejects_negative_seed():
     ({"split": (0.5, 0.5, 0.5)}, "sum to 1"),
     ({"split": "a,b,c"}, "three fractions"),
     ({"fmt": "tiff"}, "format"),
+    ({"blur_rule": "sloppy"}, "blur_rule"),
 ])
 def test_write_dataset_rejects_bad_options(tmp_path, kwargs, match):
     args = {"n": 1, "seed": 0, "size": (64, 64)} | kwargs
