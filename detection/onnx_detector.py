@@ -557,7 +557,7 @@ class OnnxDetector:
         scores = np.concatenate([r[2] for r in per_tile]).astype(np.float32)
         cls = np.concatenate([r[3] for r in per_tile]).astype(np.int32)
         tile_of = np.concatenate([np.full(len(r[2]), r[0], dtype=np.int64) for r in per_tile])
-        high = scores >= options.conf_threshold
+        high = scores > options.conf_threshold  # decode_output's rule: a kept box scores above the threshold
         groups = []
         for sel in (high, ~high):
             b, sc, c = boxes[sel], scores[sel], cls[sel]
