@@ -38,6 +38,7 @@ from analysis.errors import CrystalQCError
 from analysis.measure import measure_particles
 from analysis.records import COUNTED_CLASSES, Detection, ImageResult, Particle
 from analysis.segment import refine_mask
+from detection.yolo import ellipse_in_box
 
 EDIT_KINDS: tuple[str, ...] = ("delete", "set_class", "add_box")
 #: Smallest side (px) of a drawn box.
@@ -252,16 +253,6 @@ def check_box(box: Sequence[int], *, width: int, height: int) -> tuple[int, int,
     return x0, y0, x1, y1
 
 
-def inscribed_ellipse(width: int, height: int) -> np.ndarray:
-    """bool (height, width) mask of the ellipse inscribed in a width x height box: the pixels whose centres lie
-    inside it (area ~ pi/4 * width * height); never empty (the centre pixel is always in)."""
-    x = (np.arange(width) + 0.5 - width / 2.0) / (width / 2.0)
-    y = (np.arange(height) + 0.5 - height / 2.0) / (height / 2.0)
-    mask = y[:, None] ** 2 + x[None, :] ** 2 <= 1.0
-    mask[height // 2, width // 2] = True
-    return mask
-
-
 def measure_box(image: np.ndarray | None, box: Sequence[int], *, class_name: str, particle_id: int, width: int,
                 height: int) -> Particle:
     """Measure the object inside ``box`` (see the module doc for how its mask is found) as a counted particle.
@@ -282,7 +273,7 @@ def measure_box(image: np.ndarray | None, box: Sequence[int], *, class_name: str
         if np.count_nonzero(seg) >= MIN_SEGMENT_FILL * (x1 - x0) * (y1 - y0):
             mask, (x0, y0, x1, y1) = seg, (sx0, sy0, sx1, sy1)
     if mask is None:
-        mask = inscribed_ellipse(x1 - x0, y1 - y0)
+        mask = ellipse_in_box(x1 - x0, y1 - y0)
     measure_on = image if image is not None else np.zeros((height, width), np.float32)
     det = Detection(x0, y0, x1, y1, mask, class_name=class_name, confidence=1.0, excluded_reason=None)
     [particle] = measure_particles(measure_on, [det])
@@ -309,5 +300,5 @@ def _duplicate_of(new: Particle, particles: Iterable[Particle]) -> Particle | No
 
 
 __all__ = ["EDIT_KINDS", "MIN_BOX_PX", "MIN_SEGMENT_FILL", "DUPLICATE_IOU", "MANUAL_NOTE", "CorrectionError", "Edit",
-           "Replay", "apply_edits", "replay_edits", "check_box", "measure_box", "inscribed_ellipse", "edits_to_json",
+           "Replay", "apply_edits", "replay_edits", "check_box", "measure_box", "edits_to_json",
            "edits_from_json", "now_iso"]

@@ -40,7 +40,7 @@ from analysis.records import COUNTED_CLASSES, EXCLUSION_REASONS, Detection
 from analysis.workers import usable_cores
 from detection.modelmeta import ModelMeta, check_output_shape, head_level_strides, parse_metadata
 from detection.tiling import coarse_support, merge_scales, merge_tile_detections, outside_boxes, plan_tiles
-from detection.yolo import decode_output, decode_raw_head, head_anchors, nms, padded_batch
+from detection.yolo import decode_output, decode_raw_head, ellipse_in_box, head_anchors, nms, padded_batch
 
 logger = logging.getLogger(__name__)
 
@@ -173,10 +173,7 @@ def inscribed_ellipse(image: np.ndarray, box: np.ndarray) -> tuple[int, int, int
     bw, bh = x1 - x0, y1 - y0
     if bw <= 0 or bh <= 0:
         return x0, y0, x1, y1, np.zeros((max(bh, 0), max(bw, 0)), dtype=bool)
-    yy = (np.arange(bh, dtype=np.float32) + 0.5 - bh / 2) / (bh / 2)
-    xx = (np.arange(bw, dtype=np.float32) + 0.5 - bw / 2) / (bw / 2)
-    mask = yy[:, None] ** 2 + xx[None, :] ** 2 <= 1.0
-    return x0, y0, x1, y1, mask
+    return x0, y0, x1, y1, ellipse_in_box(bw, bh)
 
 
 def _tile_is_blank(tile: np.ndarray) -> bool:

@@ -266,6 +266,15 @@ def nms(
     return np.asarray(keep, dtype=np.int64)
 
 
+def ellipse_in_box(width: int, height: int) -> np.ndarray:
+    """bool (height, width): the pixels whose centres lie inside the ellipse inscribed in a width x height box (area
+    ~ pi/4 * width * height). Never empty for a box of at least 1 x 1 px: the centre pixel always lies inside.
+    The one outline used where only a box is known (a model box without refinement, a box drawn by hand)."""
+    x = (np.arange(width) + 0.5 - width / 2.0) / (width / 2.0)
+    y = (np.arange(height) + 0.5 - height / 2.0) / (height / 2.0)
+    return y[:, None] ** 2 + x[None, :] ** 2 <= 1.0
+
+
 def unletterbox_boxes(boxes: np.ndarray, *, scale: float, pad: tuple[float, float]) -> np.ndarray:
     """Map (N, 4) xyxy boxes from letterboxed model-input pixels back to the source image (float32, not clipped)."""
     b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)

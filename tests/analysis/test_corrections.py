@@ -18,13 +18,13 @@ from analysis.corrections import (
     check_box,
     edits_from_json,
     edits_to_json,
-    inscribed_ellipse,
     replay_edits,
 )
 from analysis.errors import CrystalQCError
 from analysis.measure import measure_particles
 from analysis.records import Detection, ImageMeta, ImageResult
 from analysis.stats import summarize_particles
+from detection.yolo import ellipse_in_box
 
 W, H = 320, 200
 # (centre x, centre y, radius, class): the "detected" disks; one more disk at (250, 60) r 18 is left undetected
@@ -207,9 +207,12 @@ def test_check_box_returns_the_box_when_it_fits():
     assert check_box((0, 0, W, H), width=W, height=H) == (0, 0, W, H)
 
 
-def test_inscribed_ellipse_area_and_a_tiny_box():
-    assert np.count_nonzero(inscribed_ellipse(100, 50)) == pytest.approx(math.pi / 4 * 5000, rel=0.03)
-    assert inscribed_ellipse(1, 1).all()
+def test_ellipse_in_box_area_and_a_tiny_box():
+    assert np.count_nonzero(ellipse_in_box(100, 50)) == pytest.approx(math.pi / 4 * 5000, rel=0.03)
+    assert ellipse_in_box(1, 1).all()
+    for w in range(1, 12):  # never empty: the centre pixel is always inside
+        for h in range(1, 12):
+            assert ellipse_in_box(w, h)[h // 2, w // 2]
 
 
 # ------------------------------------------------------------------------------------------------ JSON
