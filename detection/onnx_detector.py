@@ -593,15 +593,10 @@ class OnnxDetector:
         """
         img = _check_image(image)
         refine_fn = refine or inscribed_ellipse
-        if confirm is not None and options.candidate_threshold > 0:
-            (boxes, scores, cls), (c_boxes, c_scores, c_cls) = self.predict_candidates(img, options=options)
-        else:
-            boxes, scores, cls = self.predict_boxes(img, options=options)
-            c_boxes, c_scores, c_cls = _EMPTY
+        (boxes, scores, cls), (c_boxes, c_scores, c_cls) = self._predict(img, options, candidates=confirm is not None)
         detections = self._outlined(img, refine_fn, refine_all, boxes, scores, cls)
         if len(c_boxes):
             confirmed = self._outlined(img, confirm, refine_all, c_boxes, c_scores, c_cls)
-            taken = [d for d in confirmed if d is not None]
             chosen: list[Detection] = []
             accepted = np.zeros((0, 4), np.float32)
             for box, det in zip(c_boxes, confirmed):
@@ -609,7 +604,8 @@ class OnnxDetector:
                     continue
                 chosen.append(det)
                 accepted = np.vstack([accepted, box[None]])
-            logger.debug("%d of %d candidates confirmed, %d kept", len(taken), len(c_boxes), len(chosen))
+            logger.debug("%d of %d candidates confirmed, %d kept", sum(d is not None for d in confirmed), len(c_boxes),
+                         len(chosen))
             detections += chosen
         return [d for d in detections if d is not None]
 

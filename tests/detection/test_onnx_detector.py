@@ -639,7 +639,7 @@ def test_confirmed_candidates_follow_the_kept_boxes_without_doubles(detector, mo
     kept = (np.array([[10, 10, 30, 30]], np.float32), np.array([0.8], np.float32), np.array([0], np.int32))
     cands = (np.array([[50, 50, 80, 80], [52, 52, 80, 82], [100, 10, 120, 30]], np.float32),
              np.array([0.2, 0.15, 0.1], np.float32), np.array([0, 0, 1], np.int32))
-    monkeypatch.setattr(OnnxDetector, "predict_candidates", lambda self, img, options: (kept, cands))
+    monkeypatch.setattr(OnnxDetector, "_predict", lambda self, img, options, *, candidates: (kept, cands))
     dets = detector.detect(np.zeros((128, 128), np.float32), confirm=inscribed_ellipse)
     # the second candidate lies on the first (confirmed) one: one object, kept once
     assert [(d.x_min, d.y_min, d.confidence) for d in dets] == [(10, 10, pytest.approx(0.8)),
