@@ -95,8 +95,8 @@ def main() -> int:
 
 
 def _calibration_batches(folder: Path, *, n: int = 64, batch: int = 16, size: int = 320):
-    """Up to ``n`` images of ``folder`` (sorted), grey -> 3 channels in [0, 1], centre-cropped or padded (grey 114)
-    to ``size`` x ``size``, in batches (float32 numpy (B, 3, size, size))."""
+    """Up to ``n`` images of ``folder`` (sorted), grey -> 3 channels in [0, 1], their top-left ``size`` x ``size``
+    px (smaller images padded with grey 114), in batches (float32 numpy (B, 3, size, size))."""
     import cv2
 
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})[:n]
@@ -152,7 +152,6 @@ def _with_batchnorm(fused, yaml: str, names: list[str], batches):
             total, squares, count = sums[name]
             mean = total / count
             var = (squares / count - mean * mean).clamp(min=0.0)
-            m.conv.weight.copy_(convs[name].weight)
             m.bn.running_mean.copy_(mean.float())
             m.bn.running_var.copy_(var.float())
             m.bn.weight.copy_(torch.sqrt(var + m.bn.eps).float())
