@@ -2,16 +2,19 @@
 
 Commands::
 
-    keygen      --out KEYDIR [--name signing] [--passphrase]       new Ed25519 key pair (private key 0600, PEM)
+    keygen      --out KEYDIR [--name signing] [--no-passphrase]    new Ed25519 key pair (private key 0600, PEM)
     build       --model model.onnx [--manifest-from manifest.json] --author A --training-data T
                 [--name N --version V --description D --license L --metrics metrics.json] [--key KEY] --out PKG
     sign        PKG --key KEY [--out OUT] [--force]                 add the signature (in place by default)
     verify      PKG [--trusted-key PUB ...] [--trusted-dir DIR] [--accepted NAME=VERSION ...] [--no-sandbox]
     inspect     PKG                                                 show the manifest and signer (NOT verified)
-    project-key [--private-out FILE] [--public-out weights/trusted_keys/project.pub]
+    project-key [--private-out FILE] [--public-out weights/trusted_keys/project.pub] [--no-passphrase]
     pack-folder weights/NAME --key KEY [--author A --training-data T] [--out weights/NAME.cqcpkg]
 
-A passphrase-protected key reads its passphrase from ``CRYSTALQC_SIGNING_PASSPHRASE`` or a hidden prompt.
+Private keys are written passphrase-protected (PKCS#8, the best scheme ``cryptography`` offers) unless
+``--no-passphrase`` is given: a copied key file alone must not let anyone sign models that plants will trust. The
+passphrase comes from ``CRYSTALQC_SIGNING_PASSPHRASE`` or a hidden prompt (asked twice for a new key; at least
+MIN_PASSPHRASE_CHARS characters), and is read the same way when a key is used.
 Exit codes: 0 ok, 1 the package was refused (verify), 2 any other error.
 """
 from __future__ import annotations
@@ -35,6 +38,8 @@ logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 TRUSTED_DIR = ROOT / "weights" / "trusted_keys"
 PASSPHRASE_ENV = "CRYSTALQC_SIGNING_PASSPHRASE"
+#: Shortest passphrase accepted for a new private key.
+MIN_PASSPHRASE_CHARS = 12
 _MAX_JSON_FILE = 1024 * 1024
 
 
@@ -112,6 +117,22 @@ def _passphrase(prompt: str, *, confirm: bool = False) -> str:
     return first
 
 
+def new_key_passphrase(*, protect: bool) -> str | None:
+    """The passphrase for a new private key (None when ``protect`` is False; a warning says what that means).
+
+    Raises ModelPackageError when the passphrase is shorter than MIN_PASSPHRASE_CHARS or its repetition differs.
+    """
+    if not protect:
+        print("warning: the private key is written WITHOUT a passphrase; anyone who copies the file can sign "
+              "models. Keep it on an offline medium.", file=sys.stderr)
+        return None
+    phrase = _passphrase("New key passphrase: ", confirm=True)
+    if len(phrase) < MIN_PASSPHRASE_CHARS:
+        raise ModelPackageError(f"The passphrase is too short: use at least {MIN_PASSPHRASE_CHARS} characters "
+                                "(a few unrelated words are easy to remember). No key was written.")
+    return phrase
+
+
 def load_key_file(path: Path) -> pkg.Ed25519PrivateKey:
     """Load a private signing key file, asking for its passphrase when it is encrypted."""
     pem = _read_capped(Path(path), 64 * 1024, "private key")
@@ -132,15 +153,17 @@ def keygen(out_dir: Path, *, name: str = "signing", passphrase: str | None = Non
     return private, public, pkg.fingerprint(raw)
 
 
-def project_key(*, private_out: Path | None = None, public_out: Path | None = None) -> tuple[Path, Path, str]:
+def project_key(*, private_out: Path | None = None, public_out: Path | None = None,
+                passphrase: str | None = None) -> tuple[Path, Path, str]:
     """Create the project signing key: private key outside the repo (default :func:`default_project_key_path`),
-    public key into weights/trusted_keys/project.pub (commit it). Never overwrites either file."""
+    encrypted with ``passphrase`` when given, public key into weights/trusted_keys/project.pub (commit it). Never
+    overwrites either file."""
     private_out = private_out or default_project_key_path()
     public_out = public_out or TRUSTED_DIR / "project.pub"
     if public_out.exists():
         raise ModelPackageError(f"{public_out} exists; the project key was already created.")
     key = pkg.generate_private_key()
-    write_new_key(private_out, pkg.private_key_pem(key))
+    write_new_key(private_out, pkg.private_key_pem(key, passphrase=passphrase))
     raw = pkg.public_key_of(key)
     public_out.parent.mkdir(parents=True, exist_ok=True)
     write_file(public_out, pkg.public_key_pem(raw))
@@ -240,14 +263,24 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_existing(*paths: Path) -> None:
+    """Stop before asking for a new key's passphrase when one of its files already exists (never replaced)."""
+    for path in paths:
+        if Path(path).exists():
+            raise ModelPackageError(f"{path} exists; a key file is never overwritten. Choose another name or folder.")
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "keygen":
-        passphrase = _passphrase("New key passphrase: ", confirm=True) if args.passphrase else None
-        private, public, key_id = keygen(args.out, name=args.name, passphrase=passphrase)
+        _refuse_existing(args.out / f"{args.name}.pem", args.out / f"{args.name}.pub")
+        private, public, key_id = keygen(args.out, name=args.name,
+                                         passphrase=new_key_passphrase(protect=args.passphrase))
         print(json.dumps({"private_key": str(private), "public_key": str(public),
                           "fingerprint": pkg.format_fingerprint(key_id)}, indent=2))
     elif args.command == "project-key":
-        private, public, key_id = project_key(private_out=args.private_out, public_out=args.public_out)
+        _refuse_existing(args.private_out or default_project_key_path(), args.public_out or TRUSTED_DIR / "project.pub")
+        private, public, key_id = project_key(private_out=args.private_out, public_out=args.public_out,
+                                              passphrase=new_key_passphrase(protect=args.passphrase))
         print(json.dumps({"private_key": str(private), "public_key": str(public),
                           "fingerprint": pkg.format_fingerprint(key_id)}, indent=2))
     elif args.command == "build":
@@ -290,10 +323,15 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("keygen", help="create a researcher key pair")
     k.add_argument("--out", type=Path, required=True, help="folder for NAME.pem (private) and NAME.pub")
     k.add_argument("--name", default="signing")
-    k.add_argument("--passphrase", action="store_true", help=f"encrypt the private key (prompt or ${PASSPHRASE_ENV})")
     pk = sub.add_parser("project-key", help="create the project key (private key outside the repository)")
     pk.add_argument("--private-out", type=Path, default=None, help=f"default {default_project_key_path()}")
     pk.add_argument("--public-out", type=Path, default=None, help="default weights/trusted_keys/project.pub")
+    for parser in (k, pk):
+        protect = parser.add_mutually_exclusive_group()
+        protect.add_argument("--passphrase", dest="passphrase", action="store_true", default=True,
+                             help=f"encrypt the private key (the default; prompt or ${PASSPHRASE_ENV})")
+        protect.add_argument("--no-passphrase", dest="passphrase", action="store_false",
+                             help="write the private key unencrypted (keep it offline)")
     b = sub.add_parser("build", help="build a package from model.onnx (+ an exported manifest.json)")
     b.add_argument("--model", type=Path, required=True)
     b.add_argument("--manifest-from", type=Path, default=None, help="manifest.json written by detection.export")

@@ -55,7 +55,7 @@ def check_yolo_folder(folder: Path) -> dict:
 def sign_package(model: Path, manifest: Path, *, version: str, keys: Path, out: Path, training_data: str) -> Path:
     """The researcher's packaging: keygen (once), build + sign, verify against their own public key."""
     if not (keys / "signing.pem").exists():
-        run("-m", "detection.package", "keygen", "--out", str(keys))
+        run("-m", "detection.package", "keygen", "--out", str(keys), "--no-passphrase")
     run("-m", "detection.package", "build", "--model", str(model), "--manifest-from", str(manifest),
         "--version", version, "--author", "Dr. Ada Researcher, test lab", "--training-data", training_data,
         "--key", str(keys / "signing.pem"), "--out", str(out))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import stat
 import struct
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -442,11 +443,15 @@ def test_cli_build_without_required_fields_fails_with_a_message(tmp_path, capsys
 
 def test_project_key_and_pack_folder(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv(package_cli.PASSPHRASE_ENV, "project release secret")
     public = tmp_path / "repo" / "weights" / "trusted_keys" / "project.pub"
     rc, out, _ = _cli(capsys, "project-key", "--public-out", public)
     assert rc == 0
     private = tmp_path / "config" / "crystal-qc" / "project_signing_key.pem"
     assert json.loads(out)["private_key"] == str(private)
+    assert b"ENCRYPTED" in private.read_bytes()  # protected by default
+    with pytest.raises(ModelPackageError, match="passphrase"):
+        pkg.load_private_key(private.read_bytes())
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
     assert stat.S_IMODE(private.parent.stat().st_mode) == 0o700
     assert _cli(capsys, "project-key", "--public-out", public)[0] == 2  # never replaced
@@ -463,10 +468,40 @@ def test_project_key_and_pack_folder(tmp_path, capsys, monkeypatch):
                           accepted_versions={})
     assert vp.manifest.name == "crystal-test" and vp.manifest.author == "crystal QC team"
 
+    monkeypatch.setenv(package_cli.PASSPHRASE_ENV, "not the passphrase")
+    rc, _, err = _cli(capsys, "pack-folder", folder, "--author", "A", "--training-data", "s", "--force")
+    assert rc == 2 and "wrong passphrase" in err
+
+
+def test_new_keys_refuse_a_short_passphrase_and_warn_without_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv(package_cli.PASSPHRASE_ENV, "x" * (package_cli.MIN_PASSPHRASE_CHARS - 1))
+    rc, _, err = _cli(capsys, "keygen", "--out", tmp_path / "keys")
+    assert rc == 2 and "too short" in err and not (tmp_path / "keys" / "signing.pem").exists()
+    rc, _, err = _cli(capsys, "project-key", "--private-out", tmp_path / "p.pem", "--public-out", tmp_path / "p.pub")
+    assert rc == 2 and "too short" in err and not (tmp_path / "p.pem").exists()
+
+    rc, out, err = _cli(capsys, "keygen", "--out", tmp_path / "keys", "--no-passphrase")
+    assert rc == 0 and "WITHOUT a passphrase" in err
+    private = Path(json.loads(out)["private_key"])
+    assert b"ENCRYPTED" not in private.read_bytes()
+    assert pkg.private_key_id(pkg.load_private_key(private.read_bytes()))  # usable as it is
+
+
+def test_an_existing_key_is_refused_before_the_passphrase_is_asked(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(package_cli.PASSPHRASE_ENV, raising=False)
+    asked = []
+    monkeypatch.setattr(package_cli.getpass, "getpass", lambda prompt: asked.append(prompt) or "long enough secret")
+    (tmp_path / "signing.pub").write_text("already here")
+    rc, _, err = _cli(capsys, "keygen", "--out", tmp_path)
+    assert rc == 2 and "never overwritten" in err and asked == []
+    rc, out, err = _cli(capsys, "keygen", "--out", tmp_path, "--name", "second")
+    assert rc == 0, err
+    assert asked == ["New key passphrase: ", "Repeat: "]
+    assert b"ENCRYPTED" in (tmp_path / "second.pem").read_bytes()
+
 
 def test_only_package_py_imports_cryptography_in_detection():
     import ast
-    from pathlib import Path
 
     importers = set()
     for path in (Path(pkg.__file__).parent).glob("*.py"):
