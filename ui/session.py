@@ -27,7 +27,8 @@ import streamlit as st
 
 from analysis.errors import CrystalQCError
 from ui.passphrase import check_new_passphrase, check_user_name
-from ui.settings import MAX_IDLE_MINUTES, MIN_IDLE_MINUTES, AppSettings, load_settings, save_settings
+from ui.settings import (MAX_IDLE_MINUTES, MIN_IDLE_MINUTES, AppSettings, load_settings, migrate_stored_settings,
+                         save_settings)
 from vault import KdfParams, Vault, VaultError, WrongPassphraseError, default_vault_path
 
 logger = logging.getLogger(__name__)
@@ -113,10 +114,18 @@ def _start(vault: Vault) -> None:
     st.session_state[VAULT] = vault
     st.session_state[LAST_ACTIVITY] = clock()
     try:
+        migrated = migrate_stored_settings(vault, user=vault.user)
         st.session_state[SETTINGS] = load_settings(vault)
-    except VaultError as e:
+    except (VaultError, OSError) as e:
         st.session_state[SETTINGS] = AppSettings()
         set_notice("warning", f"The saved settings could not be read, the defaults are used: {e}")
+        return
+    if "confidence_threshold" in migrated:
+        old, new = migrated["confidence_threshold"]
+        set_notice("info", f"Settings updated for this version: the confidence floor was {old:g}, the default of "
+                           f"earlier versions, and is now {new:g}, so crystals the model scores from {new:g} and the "
+                           "segmentation confirms are counted. A QC lead can change it on the Settings screen; the "
+                           "change is in the audit log.")
 
 
 def create_vault(name: str, passphrase: str, repeat: str) -> None:

@@ -1,8 +1,8 @@
 """The app's settings, kept in the vault as ``settings.json`` (no Streamlit import).
 
-Schema (version 2)::
+Schema (version 3)::
 
-    {"version": 2,
+    {"version": 3,
      "profiles": [{"name": str, "um_per_px": float, "microscope": str, "objective": str,
                    "calibrated_on": "YYYY-MM-DD" | "", "note": str}, ...],
      "default_profile": str,            # name of a profile; "" = uncalibrated (sizes in px)
@@ -24,6 +24,14 @@ Compatibility: version 1 files (``{"version": 1, "pixel_size_um", "include_borde
 :data:`MIGRATED_PROFILE` and the default profile, so the old calibration keeps applying. ``pixel_size_um`` itself is
 still read and written (the Analyze screen's manual pixel-size field uses it) but :func:`analysis_options` ignores
 it: a calibration comes from a profile only.
+
+Version 2 files (written up to session 6) hold the same fields. One value changed its meaning in between: the
+default confidence floor went from 0.25 to 0.05 when the detector began to count low-scoring boxes that the
+segmentation confirms (``detection.onnx_detector.CANDIDATE_THRESHOLD``). Every save writes every field, so a version 2
+file holds 0.25 whenever nobody changed it, and that stored old default would silently switch the new objects off.
+A version 2 (or older) ``confidence_threshold`` equal to :data:`LEGACY_CONFIDENCE_THRESHOLD` therefore reads as the
+current default; :func:`migrate_stored_settings` writes that down once, as version 3, with a ``settings_migrated``
+audit record (a lead who wants 0.25 sets it again; version 3 files are taken as they are).
 
 Damage: a missing entry means the defaults; a field that is missing or out of range falls back to its default, an
 invalid or duplicate profile is dropped, a default profile that names no profile becomes "" (each logged as a
@@ -49,7 +57,9 @@ from vault import EntryNotFoundError, Vault
 logger = logging.getLogger(__name__)
 
 SETTINGS_NAME = "settings.json"
-SETTINGS_VERSION = 2
+SETTINGS_VERSION = 3
+#: The confidence floor every settings file held before version 3 unless a lead changed it (the default then).
+LEGACY_CONFIDENCE_THRESHOLD = 0.25
 DETECTORS: tuple[str, ...] = ("auto", "classical")
 MIN_IDLE_MINUTES = 1.0
 MAX_IDLE_MINUTES = 240.0
@@ -358,9 +368,26 @@ def _profiles_from_json(items: object) -> tuple[CalibrationProfile, ...]:
     return tuple(profiles)
 
 
+def _stored_version(doc: dict) -> object:
+    return doc.get("version", 1)
+
+
+def _legacy_changes(doc: dict) -> dict[str, list]:
+    """``{field: [stored, current]}`` for the values of a pre-version-3 document that stand for an old default
+    (see the module docstring); empty for version 3 and later."""
+    version = _stored_version(doc)
+    if not _is_number(version) or version >= 3:
+        return {}
+    stored = doc.get("confidence_threshold")
+    if _is_number(stored) and stored == LEGACY_CONFIDENCE_THRESHOLD != DEFAULTS.confidence_threshold:
+        return {"confidence_threshold": [float(stored), DEFAULTS.confidence_threshold]}
+    return {}
+
+
 def settings_from_json(data: bytes) -> AppSettings:
-    """Settings from JSON bytes (version 1 or 2); unreadable JSON or invalid fields fall back to the defaults
-    (with a warning). A version 1 pixel size > 0 becomes the default profile :data:`MIGRATED_PROFILE`."""
+    """Settings from JSON bytes (version 1, 2 or 3); unreadable JSON or invalid fields fall back to the defaults
+    (with a warning). A version 1 pixel size > 0 becomes the default profile :data:`MIGRATED_PROFILE`; a version 1
+    or 2 confidence floor of :data:`LEGACY_CONFIDENCE_THRESHOLD` reads as the current default."""
     try:
         doc = json.loads(bytes(data).decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -369,7 +396,7 @@ def settings_from_json(data: bytes) -> AppSettings:
     if not isinstance(doc, dict):
         logger.warning("the stored settings are not a JSON object; using the defaults")
         return DEFAULTS
-    version = doc.get("version", 1)
+    version = _stored_version(doc)
     if _is_number(version) and version > SETTINGS_VERSION:
         logger.warning("the stored settings come from a newer version (%s); reading the fields this version knows",
                        version)
@@ -380,6 +407,8 @@ def settings_from_json(data: bytes) -> AppSettings:
             logger.warning("stored setting %s is invalid; using its default", name)
             value = getattr(DEFAULTS, name)
         values[name] = value if name in ("include_border", "detector") else float(value)
+    for name, (_, current) in _legacy_changes(doc).items():
+        values[name] = current
     if version == 1:
         profiles: tuple[CalibrationProfile, ...] = ()
         default = ""
@@ -397,7 +426,7 @@ def settings_from_json(data: bytes) -> AppSettings:
 
 
 def settings_to_json(settings: AppSettings) -> bytes:
-    """Canonical version 2 JSON bytes (sorted keys) of ``settings``.
+    """Canonical JSON bytes (version SETTINGS_VERSION, sorted keys) of ``settings``.
 
     Raises:
         SettingsError (a ValueError): a field is out of range (the message names the field).
@@ -422,6 +451,32 @@ def load_settings(vault: Vault) -> AppSettings:
         return settings_from_json(vault.get(SETTINGS_NAME))
     except EntryNotFoundError:
         return DEFAULTS
+
+
+def migrate_stored_settings(vault: Vault, *, user: str) -> dict[str, list]:
+    """Write the stored settings down as the current version when reading them changed a value (see the module
+    docstring), recording ``settings_migrated`` with ``{"changed": {field: [old, new]}, "from_version": v}``.
+    Returns those changes ({} when there is nothing to migrate: no entry, version 3, or no old default stored).
+
+    Raises:
+        VaultLockedError, VaultCorruptedError (a damaged entry). VaultError, OSError from the vault.
+    """
+    try:
+        raw = vault.get(SETTINGS_NAME)
+    except EntryNotFoundError:
+        return {}
+    try:
+        doc = json.loads(bytes(raw).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return {}  # unreadable: settings_from_json falls back to the defaults and says so
+    changes = _legacy_changes(doc) if isinstance(doc, dict) else {}
+    if not changes:
+        return {}
+    vault.put(SETTINGS_NAME, settings_to_json(settings_from_json(raw)), kind="settings")
+    vault.audit.append("settings_migrated", user=user,
+                       details={"changed": changes, "from_version": _stored_version(doc)})
+    logger.info("settings migrated to version %d: %s", SETTINGS_VERSION, ", ".join(changes))
+    return changes
 
 
 def _profile_changes(old: tuple[CalibrationProfile, ...], new: tuple[CalibrationProfile, ...]) -> dict:

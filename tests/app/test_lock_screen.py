@@ -1,9 +1,12 @@
 """First start (create the vault, recovery key once) and unlock (passphrase, recovery key), driven by AppTest."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.app.conftest import FAST_KDF, PASSPHRASE, events, new_app, open_vault, titles, unlock
+from ui.settings import DEFAULTS, LEGACY_CONFIDENCE_THRESHOLD, SETTINGS_NAME
 from vault import Vault, WrongPassphraseError
 
 NEW = "another long passphrase 2"
@@ -121,6 +124,22 @@ def test_correct_unlock_shows_the_analyze_screen_and_is_audited(recovery_key, va
     assert _no_secrets_left(at)
     ok = [r for r in events(vault_path) if r.event == "unlock_ok"]
     assert ok[0].user == "alice"
+
+
+def test_unlock_migrates_an_old_stored_confidence_floor_and_says_so(recovery_key, vault_path):
+    with open_vault(vault_path) as v:  # settings saved by an earlier version: every field, the old default 0.25
+        v.put(SETTINGS_NAME, json.dumps({"version": 2, "confidence_threshold": LEGACY_CONFIDENCE_THRESHOLD,
+                                         "focus_threshold": 3.0}).encode(), kind="settings")
+    at = unlock(new_app(), name="lead")
+    assert not at.exception and titles(at) == ["Analyze an image"]
+    [note] = [i.value for i in at.info if "confidence floor" in i.value]
+    assert "was 0.25" in note and f"now {DEFAULTS.confidence_threshold:g}" in note
+    assert at.session_state["settings"].confidence_threshold == DEFAULTS.confidence_threshold
+    [rec] = [r for r in events(vault_path) if r.event == "settings_migrated"]
+    assert rec.user == "lead" and rec.details["from_version"] == 2
+    at = unlock(new_app(), name="lead")  # once: the next unlock finds version 3 and says nothing
+    assert not [i for i in at.info if "confidence floor" in i.value]
+    assert len([r for r in events(vault_path) if r.event == "settings_migrated"]) == 1
 
 
 def test_unlock_needs_a_name(recovery_key):

@@ -13,9 +13,10 @@ from analysis.pipeline import AnalysisOptions
 from analysis.preprocess import CleaningOptions
 from tests.app.conftest import FAST_KDF, PASSPHRASE
 from ui.passphrase import InputRejectedError, check_new_passphrase, check_user_name, passphrase_strength
-from ui.settings import (DEFAULTS, MIGRATED_PROFILE, SETTINGS_NAME, AppSettings, CalibrationProfile, SettingsError,
-                         add_profile, analysis_options, area_from_ecd, load_settings, profile_by_name, remove_profile,
-                         save_settings, set_default_profile, settings_from_json, settings_to_json, update_profile)
+from ui.settings import (DEFAULTS, LEGACY_CONFIDENCE_THRESHOLD, MIGRATED_PROFILE, SETTINGS_NAME, SETTINGS_VERSION,
+                         AppSettings, CalibrationProfile, SettingsError, add_profile, analysis_options, area_from_ecd,
+                         load_settings, migrate_stored_settings, profile_by_name, remove_profile, save_settings,
+                         set_default_profile, settings_from_json, settings_to_json, update_profile)
 from vault import Vault
 
 
@@ -73,7 +74,7 @@ def test_settings_json_round_trip():
                     min_ecd_px=12.5, focus_threshold=2.0, cleaning_strength=0.5, max_megapixels=20.0)
     raw = settings_to_json(s)
     assert json.loads(raw) == {
-        "version": 2, "pixel_size_um": 0.25, "include_border": True, "detector": "classical",
+        "version": 3, "pixel_size_um": 0.25, "include_border": True, "detector": "classical",
         "idle_lock_minutes": 5.0, "default_profile": "BX53 40x", "confidence_threshold": 0.4, "min_ecd_px": 12.5,
         "focus_threshold": 2.0, "cleaning_strength": 0.5, "max_megapixels": 20.0,
         "profiles": [{"name": "Axio 10x", "um_per_px": 0.65, "microscope": "Axio Imager", "objective": "10x",
@@ -100,7 +101,7 @@ def test_version_1_files_keep_loading_and_the_pixel_size_becomes_a_profile():
     [p] = s.profiles
     assert (p.name, p.um_per_px, s.default_profile) == (MIGRATED_PROFILE, 0.5, MIGRATED_PROFILE)
     assert analysis_options(s).pixel_size_um == 0.5
-    # the new fields take their defaults; the migrated file is written back as version 2 and reads the same
+    # the new fields take their defaults; the migrated file is written back as the current version, reads the same
     assert (s.confidence_threshold, s.min_ecd_px, s.max_megapixels) == (
         DEFAULTS.confidence_threshold, DEFAULTS.min_ecd_px, DEFAULTS.max_megapixels)
     assert settings_from_json(settings_to_json(s)) == s
@@ -289,3 +290,37 @@ def test_a_version_1_entry_in_the_vault_loads_migrated(tmp_path):
         assert s.default_profile == MIGRATED_PROFILE and analysis_options(s).pixel_size_um == 0.3
         # saving the same settings writes nothing (the migration alone is not a change)
         assert save_settings(vault, s, user="a") == {}
+
+
+def test_the_old_default_confidence_floor_of_a_version_2_file_reads_as_the_current_default():
+    assert SETTINGS_VERSION == 3 and LEGACY_CONFIDENCE_THRESHOLD != DEFAULTS.confidence_threshold
+    old = {"version": 2, "confidence_threshold": LEGACY_CONFIDENCE_THRESHOLD, "focus_threshold": 2.5}
+    assert settings_from_json(json.dumps(old).encode()) == AppSettings(focus_threshold=2.5)
+    # any other value is a lead's choice and stays; so does 0.25 written by this version (3)
+    for version, value in ((2, 0.4), (2, 0.05), (3, LEGACY_CONFIDENCE_THRESHOLD)):
+        raw = json.dumps(dict(old, version=version, confidence_threshold=value)).encode()
+        assert settings_from_json(raw).confidence_threshold == value
+    chosen = AppSettings(confidence_threshold=LEGACY_CONFIDENCE_THRESHOLD)
+    assert settings_from_json(settings_to_json(chosen)) == chosen
+
+
+def test_migrate_stored_settings_writes_version_3_once_and_audits_it(tmp_path):
+    vault, _ = Vault.create(tmp_path / "v", PASSPHRASE, kdf_params=FAST_KDF, user="a")
+    with vault:
+        assert migrate_stored_settings(vault, user="a") == {}  # no settings stored: nothing to do
+        v2 = settings_to_json(add_profile(DEFAULTS, ZEISS, make_default=True))
+        doc = dict(json.loads(v2), version=2, confidence_threshold=LEGACY_CONFIDENCE_THRESHOLD)
+        vault.put(SETTINGS_NAME, json.dumps(doc).encode(), kind="settings")
+        change = {"confidence_threshold": [LEGACY_CONFIDENCE_THRESHOLD, DEFAULTS.confidence_threshold]}
+        assert migrate_stored_settings(vault, user="lead") == change
+        stored = json.loads(vault.get(SETTINGS_NAME))
+        assert stored["version"] == 3 and stored["confidence_threshold"] == DEFAULTS.confidence_threshold
+        assert load_settings(vault) == add_profile(DEFAULTS, ZEISS, make_default=True)  # nothing else changed
+        [rec] = [r for r in vault.audit.entries() if r.event == "settings_migrated"]
+        assert (rec.user, rec.details) == ("lead", {"changed": change, "from_version": 2})
+        assert migrate_stored_settings(vault, user="lead") == {}  # once
+        # a lead who sets 0.25 again under version 3 keeps it
+        save_settings(vault, AppSettings(confidence_threshold=LEGACY_CONFIDENCE_THRESHOLD), user="lead")
+        assert migrate_stored_settings(vault, user="lead") == {}
+        assert load_settings(vault).confidence_threshold == LEGACY_CONFIDENCE_THRESHOLD
+        assert len([r for r in vault.audit.entries() if r.event == "settings_migrated"]) == 1
