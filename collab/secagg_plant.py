@@ -154,11 +154,11 @@ def joined_rounds(vault: Vault) -> list[RoundStatus]:
 # ------------------------------------------------------------------------------------------------ data
 def eligible_analyses(vault: Vault, *, since: date | None = None, until: date | None = None,
                       product: str = "") -> list[AnalysisInfo]:
-    """Saved analyses that can contribute: calibrated (sizes in µm), created (UTC date) within [since, until],
-    with ``product`` when given. Newest first."""
+    """Saved analyses that can contribute: valid (not invalidated), calibrated (sizes in µm), created (UTC date)
+    within [since, until], with ``product`` when given. Newest first."""
     out = []
     for info in list_analyses(vault):
-        if not info.pixel_size_um or not info.pixel_size_um > 0:
+        if not info.valid or not info.pixel_size_um or not info.pixel_size_um > 0:
             continue
         day = info.created[:10]
         if (since and day < since.isoformat()) or (until and day > until.isoformat()):

@@ -8,7 +8,8 @@ from analysis.errors import CrystalQCError
 from analysis.trends import (MIN_CHART_POINTS, RECOMMENDED_BASELINE_POINTS, compare_lots, ewma_chart, format_p,
                              individuals_chart)
 from ui import history, session
-from ui.analyses import export_original, list_analyses, load_analysis, read_report
+from ui.analyses import (export_original, invalidate_analysis, list_analyses, load_analysis, read_report,
+                         restore_analysis)
 from ui.result_view import render_result
 
 OPENED = "history_opened"  # StoredAnalysis of this session; dropped at lock
@@ -27,6 +28,44 @@ def _open(analysis_id: str) -> None:
     except CrystalQCError as e:
         st.session_state.pop(OPENED, None)
         session.set_notice("error", f"The analysis could not be opened: {e}")
+
+
+def _set_validity(analysis_id: str, invalid: bool) -> None:
+    vault = session.current_vault()
+    if vault is None:
+        return
+    reason = st.session_state.get("history_validity_reason", "")
+    try:
+        if invalid:
+            invalidate_analysis(vault, analysis_id, reason=reason, user=vault.user)
+        else:
+            restore_analysis(vault, analysis_id, reason=reason, user=vault.user)
+        st.session_state[OPENED] = load_analysis(vault, analysis_id)
+    except (CrystalQCError, ValueError) as e:
+        session.set_notice("error", f"Nothing was changed: {e}")
+        return
+    st.session_state["history_validity_reason"] = ""
+    st.session_state.pop(COMPARED, None)  # a comparison made before may have pooled it
+    session.set_notice("success", "The analysis is marked invalid: it stays listed but is left out of comparisons and "
+                                  "trends." if invalid else "The analysis is valid again.")
+
+
+def validity_section(info) -> None:
+    """Mark the opened analysis invalid, or restore it; a reason is required either way (audited)."""
+    if not info.valid:
+        st.warning(f"Marked INVALID by {info.invalid_by or 'a user'} on {info.invalid_at or 'an unknown date'}: "
+                   f"{info.invalid_reason}. It is left out of lot comparisons, trends and the industry comparison.")
+    with st.expander("Restore this analysis" if not info.valid else "Mark this analysis invalid"):
+        st.caption("Analyses are never deleted: a wrong one (wrong image, lot or calibration) is marked invalid with "
+                   "a reason, kept for traceability and left out of comparisons and trends. Both steps are recorded "
+                   "in the audit log.")
+        st.text_input("Reason", key="history_validity_reason", max_chars=200,
+                      placeholder="e.g. wrong lot label, re-analysed" if info.valid else "e.g. invalidated by mistake")
+        if info.valid:
+            st.button("Mark invalid", key="history_invalidate", on_click=_set_validity,
+                      args=(info.analysis_id, True))
+        else:
+            st.button("Restore", key="history_restore", on_click=_set_validity, args=(info.analysis_id, False))
 
 
 def _compare(key: tuple, infos: list) -> None:
@@ -51,6 +90,7 @@ def open_section(vault, shown: list) -> None:
     if opened is None:
         return
     st.subheader(f"{opened.info.image_name} — saved {opened.info.created}")
+    validity_section(opened.info)
     cached = st.session_state.get(OPENED_REPORTS)
     if cached is not None and cached[0] == opened.info.analysis_id:
         csvs = cached[1]
@@ -176,7 +216,14 @@ st.dataframe(history.history_table(shown), hide_index=True, width="stretch")
 tab_open, tab_compare, tab_trends = st.tabs(["Open", "Compare lots", "Trends"])
 with tab_open:
     open_section(vault, shown)
+valid = history.valid_only(shown)
+left_out = (f"{len(shown) - len(valid)} invalidated analyses are left out here (see the status column)."
+            if len(valid) < len(shown) else "")
 with tab_compare:
-    compare_section(shown)
+    if left_out:
+        st.caption(left_out)
+    compare_section(valid)
 with tab_trends:
-    trends_section(shown)
+    if left_out:
+        st.caption(left_out)
+    trends_section(valid)

@@ -81,9 +81,11 @@ def _undo(analysis_id: str) -> None:
 
 
 def _stored_key(vault, analysis_id: str) -> tuple:
-    """Digests of what :func:`load_review` reads that a correction changes (None where there is no entry)."""
+    """Digests of what :func:`load_review` reads that a correction changes (None where there is no entry), and the
+    invalid mark (index metadata only: marking an analysis invalid rewrites the same bytes)."""
     names = [entry_name(analysis_id, part) for part in ("result.json", EDITS_PART, DETECTED_PART)]
-    return (analysis_id, *(vault.info(n).sha256 if vault.exists(n) else None for n in names))
+    mark = vault.info(names[0]).meta.get("invalidated") if vault.exists(names[0]) else None
+    return (analysis_id, repr(mark), *(vault.info(n).sha256 if vault.exists(n) else None for n in names))
 
 
 def _fmt(value: float) -> str:
@@ -117,6 +119,9 @@ except CrystalQCError as e:
     st.stop()
 _, review, figure = loaded
 result, detected = review.result, review.detected
+if not review.info.valid:
+    st.warning(f"This analysis is marked INVALID ({review.info.invalid_reason}; by {review.info.invalid_by or 'a user'}"
+               f"): it takes no corrections until it is restored on the History screen.")
 rev = st.session_state.get(REVISION, 0)
 
 # ---------------------------------------------------------------------------------------------- figures that update

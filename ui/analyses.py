@@ -11,6 +11,13 @@ Vault names (all encrypted, like everything in the vault)::
 
 ``<id>`` is the UTC time ``YYYYmmddTHHMMSSZ`` + ``-`` + 8 random hex digits, so names sort by time. The index
 metadata of ``result.json`` carries the summary shown in the history list, so listing decrypts nothing but the index.
+
+Invalidation: a saved analysis is never deleted (a QC record must stay traceable). A lead who finds one wrong (wrong
+image, lot or calibration) marks it invalid with a reason (:func:`invalidate_analysis`; ``analysis_invalidated`` in
+the audit log); the mark lives in the index metadata of ``result.json`` (``invalidated``: reason, by, at), so the
+history still lists it, flagged, while lot comparisons, trends and the industry comparison leave it out. It can be
+restored with a reason (:func:`restore_analysis`, ``analysis_restored``). An invalidated analysis takes no
+corrections until it is restored.
 """
 from __future__ import annotations
 
@@ -59,6 +66,13 @@ class AnalysisInfo:
     span: float | None = None  # number-weighted (D90 - D10) / D50, unit-free; None when unknown
     agglomerate_fraction: float | None = None  # agglomerates / counted, by count; None when unknown
     n_edits: int = 0  # corrections made on the Review screen (ui.corrections); 0 for entries saved before them
+    invalid_reason: str = ""  # why a lead marked it invalid ("" = valid; see invalidate_analysis)
+    invalid_by: str = ""
+    invalid_at: str = ""  # UTC ISO-8601
+
+    @property
+    def valid(self) -> bool:
+        return not self.invalid_reason
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,10 +111,11 @@ def report_csvs(result: ImageResult) -> dict[str, bytes]:
 
 
 MAX_LABEL_CHARS = 80
+MAX_REASON_CHARS = 200
 
 
-def clean_label(text: object, *, what: str = "label") -> str:
-    """A product/lot/profile label as stored: stripped, control characters refused, at most MAX_LABEL_CHARS.
+def clean_label(text: object, *, what: str = "label", max_chars: int = MAX_LABEL_CHARS) -> str:
+    """A product/lot/profile label as stored: stripped, control characters refused, at most ``max_chars``.
 
     Raises:
         ValueError: not a string, control characters, or too long (the message names ``what``).
@@ -110,8 +125,8 @@ def clean_label(text: object, *, what: str = "label") -> str:
     text = text.strip()
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
         raise ValueError(f"The {what} cannot contain control characters (tabs, line breaks).")
-    if len(text) > MAX_LABEL_CHARS:
-        raise ValueError(f"The {what} is too long (at most {MAX_LABEL_CHARS} characters).")
+    if len(text) > max_chars:
+        raise ValueError(f"The {what} is too long (at most {max_chars} characters).")
     return text
 
 
@@ -175,6 +190,14 @@ def save_analysis(vault: Vault, image_bytes: bytes, result: ImageResult, *, sour
     return info
 
 
+def _invalid_fields(meta: dict) -> dict[str, str]:
+    mark = meta.get("invalidated")
+    if not isinstance(mark, dict):
+        return {}
+    reason = str(mark.get("reason") or "").strip() or "no reason recorded"
+    return {"invalid_reason": reason, "invalid_by": str(mark.get("by") or ""), "invalid_at": str(mark.get("at") or "")}
+
+
 def _info(analysis_id: str, meta: dict) -> AnalysisInfo:
     try:
         return AnalysisInfo(analysis_id=analysis_id, image_name=str(meta["image"]), created=str(meta["created"]),
@@ -184,7 +207,7 @@ def _info(analysis_id: str, meta: dict) -> AnalysisInfo:
                             d50=meta["d50"], unit=str(meta["unit"]),
                             **{k: str(meta.get(k) or "") for k in ("product", "lot", "operator", "profile")},
                             **{k: _optional_float(meta.get(k)) for k in ("span", "agglomerate_fraction")},
-                            n_edits=int(meta.get("n_edits") or 0))
+                            n_edits=int(meta.get("n_edits") or 0), **_invalid_fields(meta))
     except (KeyError, TypeError, ValueError) as e:
         raise ArchiveFormatError(f"The saved analysis {analysis_id} has incomplete index information.") from e
 
@@ -202,6 +225,49 @@ def list_analyses(vault: Vault) -> list[AnalysisInfo]:
         except ArchiveFormatError:
             continue
     return sorted(out, key=lambda a: a.analysis_id, reverse=True)
+
+
+def _set_validity(vault: Vault, analysis_id: str, *, invalid: bool, reason: object, user: str) -> AnalysisInfo:
+    reason = clean_label(reason, what="reason", max_chars=MAX_REASON_CHARS)
+    if not reason:
+        raise ValueError("Give a reason (it is kept with the analysis and in the audit log).")
+    name = entry_name(analysis_id, "result.json")
+    meta = dict(vault.info(name).meta)
+    info = _info(analysis_id, meta)
+    if info.valid != invalid:
+        state = "valid" if info.valid else f"already invalidated ({info.invalid_reason})"
+        raise ValueError(f"The analysis {analysis_id} is {state}; nothing was changed.")
+    if invalid:
+        meta["invalidated"] = {"reason": reason, "by": str(user),
+                               "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    else:
+        meta.pop("invalidated", None)
+    vault.put(name, vault.get(name), kind="result", meta=meta)  # same record, new index metadata
+    details = {"analysis_id": analysis_id, "image": info.image_name, "reason": reason}
+    if not invalid:
+        details["was_invalidated_for"] = info.invalid_reason
+    vault.audit.append("analysis_invalidated" if invalid else "analysis_restored", user=user, details=details)
+    return _info(analysis_id, meta)
+
+
+def invalidate_analysis(vault: Vault, analysis_id: str, *, reason: str, user: str) -> AnalysisInfo:
+    """Mark a saved analysis invalid (kept and listed, left out of comparisons and trends) and record
+    ``analysis_invalidated`` with the reason. Returns the updated entry.
+
+    Raises:
+        ValueError: empty or unacceptable reason, or the analysis is invalidated already. ArchiveFormatError: bad id.
+        EntryNotFoundError: no such analysis. VaultError, OSError from the vault.
+    """
+    return _set_validity(vault, analysis_id, invalid=True, reason=reason, user=user)
+
+
+def restore_analysis(vault: Vault, analysis_id: str, *, reason: str, user: str) -> AnalysisInfo:
+    """Undo :func:`invalidate_analysis` (the reason for restoring is required too) and record ``analysis_restored``.
+
+    Raises:
+        as :func:`invalidate_analysis` (ValueError when the analysis is not invalidated).
+    """
+    return _set_validity(vault, analysis_id, invalid=False, reason=reason, user=user)
 
 
 def load_analysis(vault: Vault, analysis_id: str, *, with_cleaned: bool = True) -> StoredAnalysis:

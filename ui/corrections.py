@@ -96,6 +96,17 @@ def load_review(vault: Vault, analysis_id: str) -> Review:
                   manual_ids=replay.manual_ids)
 
 
+def _editable_review(vault: Vault, analysis_id: str) -> Review:
+    """:func:`load_review` for a change: raises CorrectionError when the analysis is marked invalid
+    (ui.analyses.invalidate_analysis), before anything is replayed or written."""
+    review = load_review(vault, analysis_id)
+    if not review.info.valid:
+        raise CorrectionError(f"This analysis was marked invalid by {review.info.invalid_by or 'a user'} "
+                              f"({review.info.invalid_reason}); restore it on the History screen before correcting "
+                              "it.")
+    return review
+
+
 def _store(vault: Vault, analysis_id: str, replay: Replay) -> AnalysisInfo:
     """Write detected.json (first time), edits.json, the CSVs and result.json (last) for ``replay``."""
     result_name = entry_name(analysis_id, "result.json")
@@ -143,13 +154,14 @@ def record_edits(vault: Vault, analysis_id: str, edits: Sequence[Edit], *, user:
     Returns the review after the edits.
 
     Raises:
-        CorrectionError: no edits, or an edit does not fit (the message says why). As :func:`load_review`.
+        CorrectionError: no edits, an edit does not fit (the message says why), or the analysis is marked invalid.
+        As :func:`load_review`.
         VaultError, OSError from the vault.
     """
     if not edits:
         raise CorrectionError(_NOTHING_TO_CORRECT)
     with _WRITE_LOCK:
-        return _record(vault, analysis_id, load_review(vault, analysis_id), edits, user=user)
+        return _record(vault, analysis_id, _editable_review(vault, analysis_id), edits, user=user)
 
 
 def _record(vault: Vault, analysis_id: str, review: Review, edits: Sequence[Edit], *, user: str) -> Review:
@@ -177,7 +189,7 @@ def set_class(vault: Vault, analysis_id: str, particle_ids: Sequence[int], class
         CorrectionError: every chosen particle already is ``class_name``. As :func:`record_edits`.
     """
     with _WRITE_LOCK:  # one load serves the check and the edit
-        review = load_review(vault, analysis_id)
+        review = _editable_review(vault, analysis_id)
         current = {p.particle_id: p.class_name for p in review.result.particles}
         todo = [int(pid) for pid in particle_ids if current.get(int(pid)) != class_name]
         if particle_ids and not todo:
@@ -209,7 +221,7 @@ def undo_last_edit(vault: Vault, analysis_id: str, *, user: str) -> Review:
         CorrectionError: there is no correction to undo. As :func:`record_edits`.
     """
     with _WRITE_LOCK:
-        review = load_review(vault, analysis_id)
+        review = _editable_review(vault, analysis_id)
         if not review.edits:
             raise CorrectionError("There is no correction to undo on this analysis.")
         undone = review.edits[-1]

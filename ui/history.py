@@ -1,5 +1,6 @@
 """History logic without Streamlit: filter saved analyses, pool particle sizes per lot, trend tables and the plotly
-figures of the History screen (lot comparison, control charts).
+figures of the History screen (lot comparison, control charts). Invalidated analyses (``ui.analyses.
+invalidate_analysis``) are listed, flagged, but never pooled or charted.
 
 Filtering and trends read only the vault index (``ui.analyses.list_analyses``); only :func:`lot_sizes` decrypts the
 stored results (the result JSON, in memory), because a lot comparison needs every particle.
@@ -92,14 +93,27 @@ def filter_analyses(items: Iterable[AnalysisInfo], *, start_date: date | None = 
     return out
 
 
+def valid_only(items: Iterable[AnalysisInfo]) -> list[AnalysisInfo]:
+    """The analyses not marked invalid (order kept): the only ones compared and charted."""
+    return [a for a in items if a.valid]
+
+
+def status_text(info: AnalysisInfo) -> str:
+    """"valid", or "INVALID: reason (by user, time)"."""
+    if info.valid:
+        return "valid"
+    who = ", ".join(x for x in (info.invalid_by, info.invalid_at) if x)
+    return f"INVALID: {info.invalid_reason}" + (f" ({who})" if who else "")
+
+
 def history_table(items: Sequence[AnalysisInfo]) -> pd.DataFrame:
     """The list shown on the History screen, one row per analysis, in the order given."""
     return pd.DataFrame([{
-        "saved (UTC)": a.created, "image": a.image_name, "product": a.product, "lot": a.lot,
+        "status": status_text(a), "saved (UTC)": a.created, "image": a.image_name, "product": a.product, "lot": a.lot,
         "crystals": a.n_crystals, "agglomerates": a.n_agglomerates, "D50": a.d50, "unit": a.unit, "span": a.span,
         "agglomerate fraction": a.agglomerate_fraction, "pixel size (µm)": a.pixel_size_um, "operator": a.operator,
         "detector": a.detector, "source": a.source, "id": a.analysis_id} for a in items],
-        columns=["saved (UTC)", "image", "product", "lot", "crystals", "agglomerates", "D50", "unit", "span",
+        columns=["status", "saved (UTC)", "image", "product", "lot", "crystals", "agglomerates", "D50", "unit", "span",
                  "agglomerate fraction", "pixel size (µm)", "operator", "detector", "source", "id"])
 
 
@@ -151,13 +165,15 @@ def comparison_unit(infos: Sequence[AnalysisInfo], *, unit: str = "auto") -> str
 def lot_sizes(vault: Vault, infos: Sequence[AnalysisInfo], *, unit: str = "auto") -> LotSizes:
     """Pool the counted particles' ECDs of ``infos`` per lot (ECD_µm = ECD_px x the analysis's own pixel size).
     Decrypts each stored result JSON in memory (not the images); the counted particles are those of
-    ``analysis.stats.counted`` with the analysis's own border rule, as in its report.
+    ``analysis.stats.counted`` with the analysis's own border rule, as in its report. Invalidated analyses are left
+    out (a lot with no valid analysis is absent from the result).
 
     Raises:
         HistoryError: as :func:`comparison_unit`, or more than MAX_COMPARE_ANALYSES analyses.
         ArchiveFormatError, EntryNotFoundError, VaultCorruptedError (all CrystalQCError): a damaged or missing
         stored result.
     """
+    infos = valid_only(infos)
     if len(infos) > MAX_COMPARE_ANALYSES:
         raise HistoryError(f"{len(infos)} analyses are too many to compare at once (at most "
                            f"{MAX_COMPARE_ANALYSES}); narrow the date range or the products.")
@@ -185,9 +201,9 @@ def trend_table(infos: Iterable[AnalysisInfo]) -> pd.DataFrame:
     """One row per analysis, oldest first: time (UTC), analysis_id, image, product, lot, count (counted particles),
     d50 (number-weighted, in ``unit``), unit, span and agglomerate_fraction. Values unknown for an analysis (nothing
     counted; span of entries saved before it was indexed) are NaN. The agglomerate fraction of older entries is
-    agglomerates / counted from their index counts (the same definition)."""
+    agglomerates / counted from their index counts (the same definition). Invalidated analyses are left out."""
     rows = []
-    for a in infos:
+    for a in valid_only(infos):
         n = a.n_crystals + a.n_agglomerates
         frac = a.agglomerate_fraction
         if frac is None and n > 0:

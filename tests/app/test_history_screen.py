@@ -195,6 +195,58 @@ def test_lot_figures_one_trace_per_lot_on_shared_bins():
     assert sum(hist.data[0].y) == pytest.approx(100) and "µm" in hist.layout.xaxis.title.text
 
 
+def test_an_invalidated_analysis_stays_listed_but_is_neither_pooled_nor_charted(vault, monkeypatch):
+    infos = _seed(vault, monkeypatch)
+    outlier = next(a for a in infos if a.image_name == "c2.png")
+    with pytest.raises(ValueError, match="reason"):
+        ui.analyses.invalidate_analysis(vault, outlier.analysis_id, reason="  ", user="lead")
+    with pytest.raises(ValueError, match="control characters"):
+        ui.analyses.invalidate_analysis(vault, outlier.analysis_id, reason="a\nb", user="lead")
+    assert list_analyses(vault)[0].valid and not [r for r in vault.audit.entries() if "invalid" in r.event]
+
+    marked = ui.analyses.invalidate_analysis(vault, outlier.analysis_id, reason="wrong lot label", user="lead")
+    assert not marked.valid and (marked.invalid_reason, marked.invalid_by) == ("wrong lot label", "lead")
+    listed = {a.analysis_id: a for a in list_analyses(vault)}
+    assert len(listed) == 9 and listed[outlier.analysis_id] == marked  # kept, with its mark, from the index
+    assert listed[outlier.analysis_id].n_crystals == outlier.n_crystals  # the record itself is unchanged
+    table = history.history_table(list(listed.values()))
+    assert list(table["status"]).count("valid") == 8
+    assert table.loc[table["image"] == "c2.png", "status"].item().startswith("INVALID: wrong lot label (lead, ")
+    trend = history.trend_table(listed.values())
+    assert len(trend) == 8 and "c2.png" not in set(trend["image"])
+    l3 = [a for a in listed.values() if a.lot == "L3"]
+    assert history.lot_sizes(vault, l3).n_analyses == {"L3": 1}
+    with pytest.raises(ValueError, match="already invalidated"):
+        ui.analyses.invalidate_analysis(vault, outlier.analysis_id, reason="again", user="lead")
+
+    restored = ui.analyses.restore_analysis(vault, outlier.analysis_id, reason="label was right", user="lead2")
+    assert restored.valid and restored == outlier
+    assert len(history.trend_table(list_analyses(vault))) == 9
+    with pytest.raises(ValueError, match="is valid"):
+        ui.analyses.restore_analysis(vault, outlier.analysis_id, reason="again", user="lead")
+    records = [r for r in vault.audit.entries() if r.event in ("analysis_invalidated", "analysis_restored")]
+    assert [(r.event, r.user, r.details["reason"]) for r in records] == [
+        ("analysis_invalidated", "lead", "wrong lot label"), ("analysis_restored", "lead2", "label was right")]
+    assert records[1].details["was_invalidated_for"] == "wrong lot label"
+
+
+def test_an_invalidated_analysis_takes_no_corrections_until_restored(vault, monkeypatch):
+    from analysis.corrections import CorrectionError
+    from ui import corrections
+
+    [info] = _seed(vault, monkeypatch, SPECS[:1])
+    ui.analyses.invalidate_analysis(vault, info.analysis_id, reason="wrong image", user="lead")
+    before = {e.name: e for e in vault.list("analyses/")}
+    with pytest.raises(CorrectionError, match="restore it on the History screen"):
+        corrections.delete_particles(vault, info.analysis_id, [10], user="lead")
+    with pytest.raises(CorrectionError, match="marked invalid by lead"):
+        corrections.undo_last_edit(vault, info.analysis_id, user="lead")
+    assert {e.name: e for e in vault.list("analyses/")} == before  # nothing written
+    ui.analyses.restore_analysis(vault, info.analysis_id, reason="right image after all", user="lead")
+    review = corrections.delete_particles(vault, info.analysis_id, [10], user="lead")
+    assert review.info.n_crystals == info.n_crystals - 1 and review.info.valid
+
+
 # ------------------------------------------------------------------------------------------------ the screen
 @pytest.fixture
 def seeded(recovery_key, vault_path, monkeypatch):
@@ -323,6 +375,39 @@ def test_too_few_analyses_for_a_trend_give_an_info(seeded):
     assert not at.exception
     assert any("needs at least 5 analyses" in i.value and "leave 2" in i.value for i in at.info)
     assert not [f for f in _charts(at) if "chart:" in f["layout"].get("title", {}).get("text", "")]
+
+
+def test_marking_an_analysis_invalid_on_the_screen_takes_it_out_of_the_trend(seeded, vault_path):
+    at = seeded
+    assert any("1 of 9 analyses are out of control" in w.value for w in at.warning)
+    at.text_input(key="history_text").input("c2.png")
+    at.run()
+    at.button(key="history_open").click()
+    at.run()
+    at.button(key="history_invalidate").click()  # no reason yet: refused, nothing changed
+    at.run()
+    assert any("Give a reason" in e.value for e in at.error)
+    at.text_input(key="history_validity_reason").input("counted a calibration slide")
+    at.button(key="history_invalidate").click()
+    at.run()
+    assert not at.exception
+    assert any("marked invalid" in s.value for s in at.success)
+    assert any("Marked INVALID by alice" in w.value and "counted a calibration slide" in w.value for w in at.warning)
+    assert at.dataframe[0].value["status"].iloc[0].startswith("INVALID: counted a calibration slide")
+    at.text_input(key="history_text").input("")
+    at.run()
+    assert len(at.dataframe[0].value) == 9  # still listed
+    assert any("1 invalidated analyses are left out here" in c.value for c in at.caption)
+    assert any("All 8 analyses are within the control limits" in s.value for s in at.success)
+    with open_vault(vault_path) as v:
+        [rec] = [r for r in v.audit.entries() if r.event == "analysis_invalidated"]
+    assert rec.user == "alice" and rec.details["image"] == "c2.png"
+
+    at.text_input(key="history_validity_reason").input("slide was a real sample")
+    at.button(key="history_restore").click()
+    at.run()
+    assert not at.exception and any("valid again" in s.value for s in at.success)
+    assert any("1 of 9 analyses are out of control" in w.value for w in at.warning)
 
 
 def test_ui_history_stays_free_of_streamlit():

@@ -299,6 +299,23 @@ def _select_rows(at, rows):
     return at.run()
 
 
+def test_an_analysis_marked_invalid_elsewhere_shows_the_mark_and_refuses_corrections(app, vault_path, analysed):
+    from ui.analyses import invalidate_analysis
+
+    [info] = _saved(vault_path, analysed)
+    at = _review(app)
+    at = _select_rows(at, [1])
+    assert not at.warning
+    invalidate_analysis(at.session_state["vault"], info.analysis_id, reason="wrong lot", user="lead")
+    at.run()  # same bytes, new mark: the screen reloads it
+    assert any("marked INVALID (wrong lot; by lead)" in w.value for w in at.warning)
+    at = _select_rows(at, [1])
+    at.button(key="review_delete").click()
+    at.run()
+    assert not at.exception and _metrics(at)["Crystals"] == "6"
+    assert any("restore it on the History screen" in e.value for e in at.error)
+
+
 def test_empty_vault_says_how_to_fill_it(app):
     at = _review(app)
     assert not at.exception and titles(at) == ["Review and correct"]
