@@ -1,0 +1,58 @@
+"""bench/robustness.py: the re-imaging transforms and the truth that follows them (no model needed)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from detection.evaluate import LabelledImage
+
+_SPEC = importlib.util.spec_from_file_location("bench_robustness",
+                                               Path(__file__).resolve().parents[2] / "bench" / "robustness.py")
+robustness = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(robustness)
+
+
+def _item() -> LabelledImage:
+    img = np.full((100, 160), 180, np.uint8)
+    cv2.rectangle(img, (40, 20), (79, 59), 60, -1)
+    ok, png = cv2.imencode(".png", img)
+    assert ok
+    return LabelledImage(name="t.png", data=png.tobytes(), boxes=np.array([[40.0, 20.0, 80.0, 60.0]]),
+                         classes=("crystal",), ecd_px=np.array([45.0]))
+
+
+def _grey(item: LabelledImage) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(item.data, np.uint8), cv2.IMREAD_GRAYSCALE)
+
+
+def test_scaling_moves_the_truth_with_the_pixels():
+    item = _item()
+    half = robustness.transform_item(item, "scale", 0.5)
+    assert _grey(half).shape == (50, 80)
+    assert half.boxes.tolist() == [[20.0, 10.0, 40.0, 30.0]] and half.ecd_px.tolist() == [22.5]
+    dark = np.argwhere(_grey(half) < 120)
+    assert dark.min(0).tolist() == [10, 20] and dark.max(0).tolist() == [29, 39]  # the square, where the box says
+    double = robustness.transform_item(item, "scale", 2.0)
+    assert _grey(double).shape == (200, 320) and double.boxes.tolist() == [[80.0, 40.0, 160.0, 120.0]]
+
+
+@pytest.mark.parametrize("kind,value", [("contrast", 0.5), ("gamma", 1.6), ("noise", 8.0), ("blur", 1.0),
+                                        ("jpeg", 50), ("none", 0)])
+def test_other_transforms_keep_the_truth_and_change_only_the_grey_levels(kind, value):
+    item = _item()
+    out = robustness.transform_item(item, kind, value)
+    assert out.boxes.tolist() == item.boxes.tolist() and out.ecd_px.tolist() == item.ecd_px.tolist()
+    before, after = _grey(item).astype(float), _grey(out).astype(float)
+    assert after.shape == before.shape
+    assert (np.array_equal(after, before)) == (kind == "none")
+    if kind == "contrast":  # the step between square and background halves
+        assert after[40, 60] - after[5, 5] == pytest.approx((before[40, 60] - before[5, 5]) * value, abs=1)
+
+
+def test_an_unknown_transform_is_refused():
+    with pytest.raises(ValueError, match="unknown transform"):
+        robustness.transform_grey(np.zeros((8, 8), np.uint8), "rotate", 90)
