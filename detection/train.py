@@ -42,6 +42,9 @@ DEFAULT_CONFIG_DIR = REPO_ROOT / ".yolo"
 FONT_FILE = Path(__file__).resolve().parent / "fonts" / "DejaVuSans.ttf"
 #: The classes of the product; a data config with other names is refused.
 EXPECTED_NAMES: tuple[str, ...] = ("crystal", "agglomerate")
+#: The class lists a training set may have: the counted classes, optionally followed by 'mimic' (out-of-focus
+#: crystals and bubbles labelled as such, ``python -m detection.synthetic --mimic-class``; the app excludes them).
+ALLOWED_NAMES: tuple[tuple[str, ...], ...] = (EXPECTED_NAMES, EXPECTED_NAMES + ("mimic",))
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 RECORD_NAME = "training.json"
 #: Ultralytics integrations switched off in settings (each would log to or upload to a service).
@@ -78,8 +81,8 @@ def _names_tuple(names: object) -> tuple[str, ...]:
 def check_data_config(raw: Mapping[str, Any], *, yaml_dir: Path) -> dict[str, Any]:
     """Check a parsed YOLO data config and return a clean copy with absolute paths.
 
-    raw: the parsed data.yaml. Needs 'train' and 'val' (folders of images, relative to 'path'), 'names' equal to
-    EXPECTED_NAMES; 'path' (dataset root) is resolved relative to ``yaml_dir`` (ultralytics would resolve a relative
+    raw: the parsed data.yaml. Needs 'train' and 'val' (folders of images, relative to 'path'), 'names' one of
+    ALLOWED_NAMES; 'path' (dataset root) is resolved relative to ``yaml_dir`` (ultralytics would resolve a relative
     root against the current directory instead). Optional 'test'; optional 'seed' (the generator's seed, recorded).
     Returns {'path', 'train', 'val', ['test'], 'names': {id: name}, 'nc', 'seed', 'images': {split: count}}.
     Raises TrainingSetupError for a 'download' key (ultralytics would run it as code), missing keys, other class
@@ -93,8 +96,9 @@ def check_data_config(raw: Mapping[str, Any], *, yaml_dir: Path) -> dict[str, An
             "already be on disk)."
         )
     names = _names_tuple(raw.get("names"))
-    if names != EXPECTED_NAMES:
-        raise TrainingSetupError(f"data.yaml names are {list(names)}; this product trains {list(EXPECTED_NAMES)}.")
+    if names not in ALLOWED_NAMES:
+        raise TrainingSetupError(f"data.yaml names are {list(names)}; this product trains "
+                                 f"{' or '.join(str(list(n)) for n in ALLOWED_NAMES)}.")
     if "nc" in raw and raw["nc"] != len(names):
         raise TrainingSetupError(f"data.yaml nc={raw['nc']!r} disagrees with its {len(names)} names.")
     root = Path(str(raw.get("path") or "."))

@@ -25,6 +25,7 @@ import hashlib
 import math
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -39,6 +40,9 @@ IMAGES_PREFIX = "images/"
 REPORTS: tuple[str, ...] = ("particles", "summary")
 SOURCES: tuple[str, ...] = ("upload", "sample")
 _ID_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}$")
+#: One read-modify-write of a saved analysis at a time: its corrections (ui.corrections) and its validity mark. The
+#: app is one process and two sessions could change the same analysis at once.
+WRITE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -232,17 +236,18 @@ def _set_validity(vault: Vault, analysis_id: str, *, invalid: bool, reason: obje
     if not reason:
         raise ValueError("Give a reason (it is kept with the analysis and in the audit log).")
     name = entry_name(analysis_id, "result.json")
-    meta = dict(vault.info(name).meta)
-    info = _info(analysis_id, meta)
-    if info.valid != invalid:
-        state = "valid" if info.valid else f"already invalidated ({info.invalid_reason})"
-        raise ValueError(f"The analysis {analysis_id} is {state}; nothing was changed.")
-    if invalid:
-        meta["invalidated"] = {"reason": reason, "by": str(user),
-                               "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    else:
-        meta.pop("invalidated", None)
-    vault.put(name, vault.get(name), kind="result", meta=meta)  # same record, new index metadata
+    with WRITE_LOCK:
+        meta = dict(vault.info(name).meta)
+        info = _info(analysis_id, meta)
+        if info.valid != invalid:
+            state = "valid" if info.valid else f"already invalidated ({info.invalid_reason})"
+            raise ValueError(f"The analysis {analysis_id} is {state}; nothing was changed.")
+        if invalid:
+            meta["invalidated"] = {"reason": reason, "by": str(user),
+                                   "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        else:
+            meta.pop("invalidated", None)
+        vault.put(name, vault.get(name), kind="result", meta=meta)  # same record, new index metadata
     details = {"analysis_id": analysis_id, "image": info.image_name, "reason": reason}
     if not invalid:
         details["was_invalidated_for"] = info.invalid_reason

@@ -23,7 +23,6 @@ import base64
 import io
 import math
 import re
-import threading
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,7 +45,8 @@ from analysis.overlay import render_overlay
 from analysis.records import ImageResult
 # _info and _summary_meta are ui.analyses' own index readers/writers: reused so the corrected index meta has exactly
 # the fields a freshly saved analysis has (counts, D50, span, agglomerate fraction, ...).
-from ui.analyses import AnalysisInfo, _info, _summary_meta, entry_name, load_analysis, read_original, report_csvs
+from ui.analyses import (WRITE_LOCK, AnalysisInfo, _info, _summary_meta, entry_name, load_analysis, read_original,
+                         report_csvs)
 from ui.archive import result_from_json, result_to_json
 from vault import Vault
 
@@ -58,8 +58,6 @@ MAX_EXPORT_ANALYSES = 100
 FIGURE_MAX_SIDE_PX = 1600
 _ID_COLOUR = "#C2008C"  # magenta: apart from the overlay's green/orange/blue/red, legible on light and dark images
 _STEM_RE = re.compile(r"[^A-Za-z0-9._-]+")
-# One read-modify-write of an analysis's edits at a time (the app is one process; two sessions could edit at once).
-_WRITE_LOCK = threading.Lock()
 _NOTHING_TO_CORRECT = "Choose what to correct first."
 
 
@@ -160,12 +158,12 @@ def record_edits(vault: Vault, analysis_id: str, edits: Sequence[Edit], *, user:
     """
     if not edits:
         raise CorrectionError(_NOTHING_TO_CORRECT)
-    with _WRITE_LOCK:
+    with WRITE_LOCK:
         return _record(vault, analysis_id, _editable_review(vault, analysis_id), edits, user=user)
 
 
 def _record(vault: Vault, analysis_id: str, review: Review, edits: Sequence[Edit], *, user: str) -> Review:
-    """:func:`record_edits` on ``review``, which the caller loaded while holding ``_WRITE_LOCK`` (still held)."""
+    """:func:`record_edits` on ``review``, which the caller loaded while holding ``WRITE_LOCK`` (still held)."""
     replay = replay_edits(review.detected, review.edits + tuple(edits))
     info = _store(vault, analysis_id, replay)
     for details in _audit_records(analysis_id, replay.edits[len(review.edits):], review.result):
@@ -188,7 +186,7 @@ def set_class(vault: Vault, analysis_id: str, particle_ids: Sequence[int], class
     Raises:
         CorrectionError: every chosen particle already is ``class_name``. As :func:`record_edits`.
     """
-    with _WRITE_LOCK:  # one load serves the check and the edit
+    with WRITE_LOCK:  # one load serves the check and the edit
         review = _editable_review(vault, analysis_id)
         current = {p.particle_id: p.class_name for p in review.result.particles}
         todo = [int(pid) for pid in particle_ids if current.get(int(pid)) != class_name]
@@ -220,7 +218,7 @@ def undo_last_edit(vault: Vault, analysis_id: str, *, user: str) -> Review:
     Raises:
         CorrectionError: there is no correction to undo. As :func:`record_edits`.
     """
-    with _WRITE_LOCK:
+    with WRITE_LOCK:
         review = _editable_review(vault, analysis_id)
         if not review.edits:
             raise CorrectionError("There is no correction to undo on this analysis.")

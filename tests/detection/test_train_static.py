@@ -150,6 +150,15 @@ def test_check_data_config_accepts_a_name_list_and_absolute_root(tmp_path):
     assert clean["path"] == str(root.resolve()) and clean["seed"] is None
 
 
+def test_check_data_config_accepts_the_mimic_class_last_and_nothing_else(tmp_path):
+    root = _dataset(tmp_path / "ds")
+    clean = tr.check_data_config(_raw(names=["crystal", "agglomerate", "mimic"]), yaml_dir=root)
+    assert clean["names"] == {0: "crystal", 1: "agglomerate", 2: "mimic"} and clean["nc"] == 3
+    for names in (["crystal", "agglomerate", "bubble"], ["mimic", "crystal", "agglomerate"]):
+        with pytest.raises(tr.TrainingSetupError, match="names are"):
+            tr.check_data_config(_raw(names=names), yaml_dir=root)
+
+
 @pytest.mark.parametrize(
     ("over", "message"),
     [
