@@ -123,7 +123,8 @@ if not analyses:
     st.stop()
 
 labels = {a.analysis_id: f"{a.created[:16].replace('T', ' ')} · {a.image_name} · {a.n_crystals} crystals"
-          + (f" · {a.product}" if a.product else "") + (f" · lot {a.lot}" if a.lot else "") for a in analyses}
+          + (f" · {a.product}" if a.product else "") + (f" · lot {a.lot}" if a.lot else "")
+          + ("" if a.valid else f" · INVALID: {a.invalid_reason}") for a in analyses}
 ids = st.multiselect("Analyses (their corrected objects become the labels)", list(labels), format_func=labels.get,
                      key="share_analyses")
 recipient_name = st.selectbox("Researcher", [r.name for r in researchers], key="share_recipient")

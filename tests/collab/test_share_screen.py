@@ -51,6 +51,17 @@ def test_invalid_key_is_refused_with_a_clear_error_and_a_valid_one_is_listed(app
     assert len(added) == 1 and added[0].user == "alice" and added[0].details["name"] == "Dr. Ada"
 
 
+def test_an_invalidated_analysis_is_marked_in_the_export_choice(app, vault_path, identity):
+    from ui.analyses import invalidate_analysis
+
+    with open_vault(vault_path) as v:
+        ids = [save(v, name, data) for name, data in list(planted_files().items())[:2]]
+        invalidate_analysis(v, ids[0], reason="calibration slide", user="lead")
+    at = add_key(share_page(app), "Dr. Ada", identity[1])
+    options = at.multiselect(key="share_analyses").options
+    assert len(options) == 2 and sum("INVALID: calibration slide" in o for o in options) == 1
+
+
 def test_preview_confirm_encrypt_download_and_audit(app, vault_path, identity):
     with open_vault(vault_path) as v:
         ids = [save(v, name, data) for name, data in list(planted_files().items())[:2]]
