@@ -115,8 +115,12 @@ def _start(vault: Vault) -> None:
     st.session_state[LAST_ACTIVITY] = clock()
     try:
         migrated = migrate_stored_settings(vault, user=vault.user)
+    except (VaultError, OSError) as e:  # reading applies the same migration in memory; it is written next time
+        logger.warning("the settings could not be migrated now: %s", type(e).__name__)
+        migrated = {}
+    try:
         st.session_state[SETTINGS] = load_settings(vault)
-    except (VaultError, OSError) as e:
+    except VaultError as e:
         st.session_state[SETTINGS] = AppSettings()
         set_notice("warning", f"The saved settings could not be read, the defaults are used: {e}")
         return

@@ -142,6 +142,24 @@ def test_unlock_migrates_an_old_stored_confidence_floor_and_says_so(recovery_key
     assert len([r for r in events(vault_path) if r.event == "settings_migrated"]) == 1
 
 
+def test_a_migration_that_cannot_be_written_keeps_the_stored_settings(recovery_key, vault_path, monkeypatch):
+    import ui.session
+
+    with open_vault(vault_path) as v:
+        v.put(SETTINGS_NAME, json.dumps({"version": 2, "confidence_threshold": LEGACY_CONFIDENCE_THRESHOLD,
+                                         "focus_threshold": 2.5}).encode(), kind="settings")
+
+    def disk_full(vault, *, user):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ui.session, "migrate_stored_settings", disk_full)
+    at = unlock(new_app(), name="lead")
+    assert not at.exception and titles(at) == ["Analyze an image"]
+    kept = at.session_state["settings"]  # read (and migrated in memory), not replaced by the defaults
+    assert (kept.focus_threshold, kept.confidence_threshold) == (2.5, DEFAULTS.confidence_threshold)
+    assert not [r for r in events(vault_path) if r.event == "settings_migrated"]
+
+
 def test_unlock_needs_a_name(recovery_key):
     at = unlock(new_app(), name="")
     assert any("Type your name" in e.value for e in at.error)
