@@ -83,9 +83,10 @@ def _undo(analysis_id: str) -> None:
 def _stored_key(vault, analysis_id: str) -> tuple:
     """Digests of what :func:`load_review` reads that a correction changes (None where there is no entry), and the
     invalid mark (index metadata only: marking an analysis invalid rewrites the same bytes)."""
-    names = [entry_name(analysis_id, part) for part in ("result.json", EDITS_PART, DETECTED_PART)]
-    mark = vault.info(names[0]).meta.get("invalidated") if vault.exists(names[0]) else None
-    return (analysis_id, repr(mark), *(vault.info(n).sha256 if vault.exists(n) else None for n in names))
+    entries = [vault.info(n) if vault.exists(n) else None
+               for n in (entry_name(analysis_id, part) for part in ("result.json", EDITS_PART, DETECTED_PART))]
+    mark = entries[0].meta.get("invalidated") if entries[0] is not None else None
+    return (analysis_id, repr(mark), *(e.sha256 if e is not None else None for e in entries))
 
 
 def _fmt(value: float) -> str:
