@@ -1,9 +1,9 @@
-"""detection.soup.blend_states: the weight interpolation behind a model soup (numpy only; torch is not needed)."""
+"""detection.train_soup.blend_states: the weight interpolation of a model soup (numpy only, no torch)."""
 import numpy as np
 import pytest
 
 from analysis.errors import CrystalQCError
-from detection.soup import blend_states
+from detection.train_soup import blend_states
 
 
 def _state(scale: float) -> dict:

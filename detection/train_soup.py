@@ -2,7 +2,7 @@
 
 Usage (training venv)::
 
-    python -m detection.soup --base runs/rebuilt/crystal-yolo11n-1.1.0-train.pt \\
+    python -m detection.train_soup --base runs/rebuilt/crystal-yolo11n-1.1.0-train.pt \\
         --tuned runs/ft9/weights/last.pt --alpha 0.5 --out runs/soup50/weights/soup.pt
 
 Writes a checkpoint whose every floating-point parameter and BatchNorm statistic is
@@ -107,7 +107,7 @@ def soup(base_path: Path, tuned_path: Path, alpha: float, out_path: Path) -> Pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m detection.soup", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m detection.train_soup", description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", type=Path, required=True, help="the starting checkpoint of the fine-tune")
     ap.add_argument("--tuned", type=Path, required=True, help="the fine-tuned checkpoint")
     ap.add_argument("--alpha", type=float, required=True, help="0 = base, 1 = tuned")
