@@ -44,9 +44,8 @@ def blend_states(base: Mapping[str, Any], tuned: Mapping[str, Any], alpha: float
     """``(1 - alpha) * base + alpha * tuned`` for every floating entry; other entries (integer counters) from tuned.
 
     Both mappings must hold the same keys with the same shapes (the same architecture), else CrystalQCError names
-    the first difference. ``alpha`` in [0, 1]: 0 = base, 1 = tuned. Floating entries are computed in the tuned
-    entry's dtype after promoting both to float32 where they are half precision (ultralytics saves EMA weights in
-    float16)."""
+    the first difference. ``alpha`` in [0, 1]: 0 = base, 1 = tuned. Floating entries come out float32, whatever
+    their stored precision (ultralytics saves EMA weights in float16)."""
     if not 0.0 <= float(alpha) <= 1.0:
         raise CrystalQCError(f"alpha must lie in [0, 1], got {alpha}")
     missing = sorted(set(base) ^ set(tuned))

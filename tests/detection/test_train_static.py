@@ -19,7 +19,7 @@ from detection import export as ex
 from detection import train as tr
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAINING_MODULES = (ROOT / "detection" / "train.py", ROOT / "detection" / "export.py", ROOT / "detection" / "train_soup.py")
+TRAINING_MODULES = tuple(ROOT / "detection" / name for name in ("train.py", "export.py", "train_soup.py"))
 HEAVY = {"torch", "torchvision", "ultralytics", "onnxruntime", "onnx", "numpy", "yaml", "cv2"}
 
 
