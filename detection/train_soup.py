@@ -20,7 +20,6 @@ The arithmetic (:func:`blend_states`) works on any mapping of arrays (numpy or t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from collections.abc import Mapping
@@ -65,10 +64,6 @@ def blend_states(base: Mapping[str, Any], tuned: Mapping[str, Any], alpha: float
     return out
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _network(ckpt: Mapping[str, Any]) -> Any:
     model = ckpt.get("ema") or ckpt.get("model")
     if model is None:
@@ -82,6 +77,7 @@ def soup(base_path: Path, tuned_path: Path, alpha: float, out_path: Path) -> Pat
 
     import torch
 
+    from detection.export import sha256_file
     from detection.train import RECORD_NAME, read_record, write_json_atomic
 
     base = torch.load(base_path, map_location="cpu", weights_only=False)
@@ -96,8 +92,8 @@ def soup(base_path: Path, tuned_path: Path, alpha: float, out_path: Path) -> Pat
     record = dict(read_record(tuned_path.parent.parent))
     record["soup"] = {
         "alpha": float(alpha),
-        "base": {"file": base_path.name, "sha256": _sha256(base_path)},
-        "tuned": {"file": tuned_path.name, "sha256": _sha256(tuned_path)},
+        "base": {"file": base_path.name, "sha256": sha256_file(base_path)},
+        "tuned": {"file": tuned_path.name, "sha256": sha256_file(tuned_path)},
         "rule": "(1 - alpha) * base + alpha * tuned, every float parameter and BatchNorm statistic",
     }
     record.pop("metrics", None)  # the tuned run's validation metrics are not the soup's
