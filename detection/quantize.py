@@ -56,7 +56,14 @@ CALIBRATION_SEED = 700_000
 CALIBRATION_IMAGES = 24
 #: Fixed calibration window (height, width): percentile calibration needs inputs of one shape.
 WINDOW = (512, 640)
+#: Windows cut from each calibration image (:func:`calibration_inputs`).
+WINDOWS_PER_IMAGE = 3
 PERCENTILE = 99.999
+#: Most calibration windows whose activations are held in memory at once. onnxruntime's histogram calibrater keeps
+#: every intermediate tensor of every input it is given before building its histograms (72 windows of 640x512 px
+#: fit in 24 GiB; 108 did not), so more inputs are fed in chunks whose histograms it merges. Up to this many
+#: windows form one chunk, which reproduces the unchunked ranges exactly.
+CHUNK_WINDOWS = 72
 #: Modules at the start of the network kept in float (measured on 36 calibration windows: detections agree with the
 #: float model's at F1 0.978 with the two stem convolutions in float, 0.969 with them quantised, same speed).
 FLOAT_STEM_MODULES = 2
@@ -108,7 +115,7 @@ def calibration_inputs(n_images: int = CALIBRATION_IMAGES, *, seed: int = CALIBR
         cleaned = clean_image(image)
         h, w = cleaned.shape
         small = cv2.resize(cleaned, (round(w * coarse_scale), round(h * coarse_scale)), interpolation=cv2.INTER_AREA)
-        crops = [cleaned[:wh, :ww], cleaned[h - wh:, w - ww:], small[:wh, :ww]]
+        crops = [cleaned[:wh, :ww], cleaned[h - wh:, w - ww:], small[:wh, :ww]]  # WINDOWS_PER_IMAGE
         out += [padded_batch([c], size=window)[0] for c in crops]
     return out
 
@@ -122,8 +129,18 @@ def _strip_unused_domains(model: Any) -> None:
     model.opset_import.extend(keep)
 
 
-def quantize_model(model_bytes: bytes, inputs: Sequence[np.ndarray], *, percentile: float = PERCENTILE) -> bytes:
-    """INT8 (QDQ) model bytes from float ONNX ``model_bytes``, calibrated on ``inputs`` (module docstring)."""
+def chunk_size(total: int, limit: int = CHUNK_WINDOWS) -> int:
+    """The largest chunk of at most ``limit`` inputs that divides ``total`` (onnxruntime's chunked calibration
+    needs equal chunks)."""
+    if total < 1 or limit < 1:
+        raise ValueError("total and limit must be positive")
+    return max(d for d in range(1, min(total, limit) + 1) if total % d == 0)
+
+
+def quantize_model(model_bytes: bytes, inputs: Sequence[np.ndarray], *, percentile: float = PERCENTILE,
+                   chunk_limit: int = CHUNK_WINDOWS) -> bytes:
+    """INT8 (QDQ) model bytes from float ONNX ``model_bytes``, calibrated on ``inputs`` (module docstring), fed to
+    the calibrater in chunks of at most ``chunk_limit`` inputs (see :data:`CHUNK_WINDOWS`)."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -133,12 +150,22 @@ def quantize_model(model_bytes: bytes, inputs: Sequence[np.ndarray], *, percenti
     input_name = src.graph.input[0].name
 
     class Reader(CalibrationDataReader):
+        """All inputs, or the range onnxruntime selects for the current chunk (``set_range``)."""
+
         def __init__(self) -> None:
-            self._it = iter(inputs)
+            self.set_range(0, len(inputs))
+
+        def __len__(self) -> int:
+            return len(inputs)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._it = iter(inputs[start_index:end_index])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             x = next(self._it, None)
             return None if x is None else {input_name: x}
+
+    chunk = chunk_size(len(inputs), chunk_limit)
 
     with tempfile.TemporaryDirectory(prefix="cqc-quant-") as tmp:
         fp32, pre, q = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
@@ -150,7 +177,9 @@ def quantize_model(model_bytes: bytes, inputs: Sequence[np.ndarray], *, percenti
             str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=float_nodes(names),
-            extra_options={"CalibPercentile": percentile},
+            # "CalibStridedMinMax" is onnxruntime's name for chunked collection; it applies to every calibrater, and
+            # the histogram collector merges the chunks' histograms
+            extra_options={"CalibPercentile": percentile, **({"CalibStridedMinMax": chunk} if chunk < len(inputs) else {})},
         )
         model = onnx.load(str(q))
     _strip_unused_domains(model)
@@ -198,7 +227,7 @@ def agreement(fp32_bytes: bytes, int8_bytes: bytes, inputs: Sequence[np.ndarray]
 
 
 def quantized_manifest(source: Mapping[str, Any], *, version: str, check: Mapping[str, Any],
-                       n_images: int, seed: int) -> dict[str, Any]:
+                       n_images: int, seed: int, chunk_limit: int = CHUNK_WINDOWS) -> dict[str, Any]:
     """The source manifest's fields for the INT8 model: new version and date, the model-dependent fields removed
     (the package builder recomputes them), training data and recipe extended with the quantisation."""
     data = {k: v for k, v in source.items() if k not in {"sha256", "size_bytes", "opset", "ir_version"}}
@@ -209,34 +238,39 @@ def quantized_manifest(source: Mapping[str, Any], *, version: str, check: Mappin
     data["training_data"] = (f"{source.get('training_data', '')}; then post-training INT8 quantisation calibrated on "
                              f"{n_images} rendered micrographs (seeds {seed}+)").lstrip("; ")
     training = dict(source.get("training") or {})
+    windows = WINDOWS_PER_IMAGE * n_images
+    chunk = chunk_size(windows, chunk_limit)
     training["quantization"] = {
         "from_version": source.get("version"), "format": "QDQ", "weights": "int8 per channel",
         "activations": "uint8", "calibration": f"percentile {PERCENTILE}",
         "calibration_images": n_images, "calibration_seed": seed,
-        "calibration_inputs": f"{3 * n_images} windows of {WINDOW[1]}x{WINDOW[0]} px (2 native, 1 half scale each)",
+        "calibration_inputs": f"{windows} windows of {WINDOW[1]}x{WINDOW[0]} px (2 native, 1 half scale each)",
         "check": dict(check),
     }
+    if chunk < windows:
+        training["quantization"]["calibration_chunks"] = f"{windows // chunk} chunks of {chunk} windows"
     data["training"] = training
     return data
 
 
 def quantize_package(source_manifest: Mapping[str, Any], model_bytes: bytes, *, version: str,
-                     n_images: int = CALIBRATION_IMAGES, seed: int = CALIBRATION_SEED
-                     ) -> tuple[bytes, dict[str, Any]]:
+                     n_images: int = CALIBRATION_IMAGES, seed: int = CALIBRATION_SEED,
+                     chunk_limit: int = CHUNK_WINDOWS) -> tuple[bytes, dict[str, Any]]:
     """INT8 model bytes and manifest fields for a float model; raises ModelPackageError when the INT8 model
     disagrees with the float one (F1 < MIN_AGREEMENT_F1) or fails the package validator."""
     from detection.validate import validate_onnx
 
     inputs = calibration_inputs(n_images, seed=seed)
     logger.info("calibrating on %d inputs of %s", len(inputs), inputs[0].shape)
-    int8 = quantize_model(model_bytes, inputs)
+    int8 = quantize_model(model_bytes, inputs, chunk_limit=chunk_limit)
     validate_onnx(int8)
     check = agreement(model_bytes, int8, inputs)
     logger.info("INT8 vs float: %s", check)
     if check["detections_f1_vs_float"] < MIN_AGREEMENT_F1:
         raise ModelPackageError(f"The INT8 model's detections agree with the float model's only at F1 "
                                 f"{check['detections_f1_vs_float']:.3f} (< {MIN_AGREEMENT_F1}); not written.")
-    return int8, quantized_manifest(source_manifest, version=version, check=check, n_images=n_images, seed=seed)
+    return int8, quantized_manifest(source_manifest, version=version, check=check, n_images=n_images, seed=seed,
+                                    chunk_limit=chunk_limit)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="folder for model.onnx + manifest.json (must not exist)")
     ap.add_argument("--images", type=int, default=CALIBRATION_IMAGES)
     ap.add_argument("--seed", type=int, default=CALIBRATION_SEED)
+    ap.add_argument("--chunk-windows", type=int, default=CHUNK_WINDOWS,
+                    help="most calibration windows held in memory at once (lower it when memory runs out)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
@@ -257,10 +293,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ModelPackageError(f"--version {args.version} must be newer than the source's {source.get('version')}.")
         if args.out.exists():
             raise ModelPackageError(f"{args.out} exists; choose a new folder.")
-        if args.images < 1:
-            raise ModelPackageError("--images must be at least 1.")
+        if args.images < 1 or args.chunk_windows < 1:
+            raise ModelPackageError("--images and --chunk-windows must be at least 1.")
         model, fields = quantize_package(source, contents.model_bytes, version=args.version,
-                                         n_images=args.images, seed=args.seed)
+                                         n_images=args.images, seed=args.seed, chunk_limit=args.chunk_windows)
     except (CrystalQCError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -76,6 +76,46 @@ def test_quantized_model_stays_close_to_the_float_model() -> None:
     assert not np.array_equal(a, b)  # it really is a different (quantised) model
 
 
+def _activation_ranges(model_bytes: bytes) -> dict[str, tuple[float, float]]:
+    """(min, max) represented by every uint8 QuantizeLinear fed by an activation (not a weight), by tensor name."""
+    model = onnx.load_model_from_string(model_bytes)
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    out = {}
+    for n in model.graph.node:
+        if n.op_type == "QuantizeLinear" and n.input[0] not in inits:
+            scale, zero = float(inits[n.input[1]]), int(inits[n.input[2]])
+            out[n.input[0]] = (-zero * scale, (255 - zero) * scale)
+    return out
+
+
+@pytest.mark.parametrize(("total", "limit", "expected"), [(72, 72, 72), (192, 72, 64), (6, 4, 3), (7, 4, 1), (3, 72, 3)])
+def test_chunk_size_is_the_largest_divisor_within_the_limit(total: int, limit: int, expected: int) -> None:
+    assert dq.chunk_size(total, limit) == expected
+
+
+def test_chunked_calibration_merges_every_chunk() -> None:
+    fp32 = conv_head_model()
+    # three chunks of two inputs with different ranges (negative, full, faint): only their union covers every range
+    base = _inputs(6)
+    calib = [x - 1.0 for x in base[:2]] + base[2:4] + [x * 0.2 for x in base[4:]]
+    whole = _activation_ranges(dq.quantize_model(fp32, calib))
+    chunked = _activation_ranges(dq.quantize_model(fp32, calib, chunk_limit=2))
+    assert whole.keys() == chunked.keys() and len(whole) > 3
+    span = {k: hi - lo for k, (lo, hi) in whole.items()}
+    # merged histograms re-bin, so some ranges move a little, far less than with any one chunk alone
+    worst = max(max(abs(a - b) for a, b in zip(chunked[k], whole[k], strict=True)) / span[k] for k in whole)
+    assert worst < 0.05
+    for c in range(3):
+        alone = _activation_ranges(dq.quantize_model(fp32, calib[2 * c: 2 * c + 2]))
+        moved = max(max(abs(a - b) for a, b in zip(alone[k], whole[k], strict=True)) / span[k] for k in whole)
+        assert moved > 0.15, c  # measured 0.27 / 0.36 / 0.79
+
+
+def test_one_chunk_reproduces_the_unchunked_model() -> None:
+    fp32 = conv_head_model()
+    assert dq.quantize_model(fp32, _inputs(), chunk_limit=6) == dq.quantize_model(fp32, _inputs(), chunk_limit=100)
+
+
 def test_agreement_reports_identical_models_as_full_agreement() -> None:
     fp32 = conv_head_model()
     check = dq.agreement(fp32, fp32, _inputs(2))
@@ -100,6 +140,9 @@ def test_quantized_manifest_builds_a_valid_package() -> None:
     assert fields["version"] == "1.2.0" and fields["training"]["epochs"] == 3
     assert fields["training"]["quantization"]["from_version"] == "1.1.0"
     assert "INT8" in fields["training_data"] and fields["training_data"].startswith("random")
+    assert "calibration_chunks" not in fields["training"]["quantization"]  # 12 windows: one chunk
+    chunked = dq.quantized_manifest(source, version="1.2.0", check={}, n_images=64, seed=1, chunk_limit=48)
+    assert chunked["training"]["quantization"]["calibration_chunks"] == "4 chunks of 48 windows"
     data = build_package(fields, int8, key=generate_private_key())
     manifest = json.loads(unpack(data).manifest_bytes)
     assert manifest["version"] == "1.2.0" and manifest["size_bytes"] == len(int8)
