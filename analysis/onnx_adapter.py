@@ -141,7 +141,7 @@ def load_package_detector(path: Path, *, trusted_keys: Mapping[str, bytes],
         raise DetectorUnavailableError(f"cannot read the model package {path}: {e.strerror or e}") from e
     if not trusted_keys:
         raise ModelPackageError(f"No trusted key to verify the model package {path.name} with; the installation "
-                                "lacks weights/trusted_keys/project.pub. Reinstall the application.")
+                                "lacks its project key (weights/trusted_keys/*.pub). Reinstall the application.")
     contents = pkg.unpack(data, limits=limits)
     manifest = pkg.parse_manifest(contents.manifest_bytes)
     pkg.verify_signature(contents.manifest_bytes, contents.signature_bytes, trusted_keys)
