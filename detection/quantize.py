@@ -95,20 +95,11 @@ def float_nodes(node_names: Sequence[str]) -> list[str]:
     return [n for n in node_names if n.startswith(stem) or (n.startswith(prefix) and not n.startswith(towers))]
 
 
-def windows_per_image(zoom: float) -> int:
-    """Calibration windows cut from each image by :func:`calibration_inputs`."""
-    return WINDOWS_PER_IMAGE + (1 if zoom > 0 else 0)
-
-
 def calibration_inputs(n_images: int = CALIBRATION_IMAGES, *, seed: int = CALIBRATION_SEED,
-                       window: tuple[int, int] = WINDOW, coarse_scale: float = 0.5,
-                       zoom: float = 0.0) -> list[np.ndarray]:
+                       window: tuple[int, int] = WINDOW, coarse_scale: float = 0.5) -> list[np.ndarray]:
     """Model inputs (1, 3, H, W) float32 as the app feeds them: rendered micrographs (easy/medium/hard in turn,
     1280x1024 and 2592x1944 alternately), loaded and cleaned by the analysis pipeline, then per image two windows
-    at native scale (top-left, bottom-right) and one of the image downscaled by ``coarse_scale``. With ``zoom`` > 0
-    a fourth window imitates a higher magnification: the image's centre enlarged ``zoom`` times before cleaning
-    (larger crystals than the renderer draws, whose activations would otherwise fall outside the calibrated
-    ranges)."""
+    at native scale (top-left, bottom-right) and one of the image downscaled by ``coarse_scale``."""
     from analysis.io import load_image
     from analysis.preprocess import clean_image
     from detection.synthetic import render_image
@@ -127,11 +118,6 @@ def calibration_inputs(n_images: int = CALIBRATION_IMAGES, *, seed: int = CALIBR
         h, w = cleaned.shape
         small = cv2.resize(cleaned, (round(w * coarse_scale), round(h * coarse_scale)), interpolation=cv2.INTER_AREA)
         crops = [cleaned[:wh, :ww], cleaned[h - wh:, w - ww:], small[:wh, :ww]]  # WINDOWS_PER_IMAGE
-        if zoom > 0:
-            ch, cw = round(wh / zoom), round(ww / zoom)
-            y0, x0 = (h - ch) // 2, (w - cw) // 2
-            enlarged = cv2.resize(image[y0:y0 + ch, x0:x0 + cw], (ww, wh), interpolation=cv2.INTER_CUBIC)
-            crops.append(clean_image(np.clip(enlarged, 0.0, 1.0)))
         out += [padded_batch([c], size=window)[0] for c in crops]
     return out
 
@@ -243,8 +229,7 @@ def agreement(fp32_bytes: bytes, int8_bytes: bytes, inputs: Sequence[np.ndarray]
 
 
 def quantized_manifest(source: Mapping[str, Any], *, version: str, check: Mapping[str, Any],
-                       n_images: int, seed: int, chunk_limit: int = CHUNK_WINDOWS, zoom: float = 0.0
-                       ) -> dict[str, Any]:
+                       n_images: int, seed: int, chunk_limit: int = CHUNK_WINDOWS) -> dict[str, Any]:
     """The source manifest's fields for the INT8 model: new version and date, the model-dependent fields removed
     (the package builder recomputes them), training data and recipe extended with the quantisation."""
     data = {k: v for k, v in source.items() if k not in {"sha256", "size_bytes", "opset", "ir_version"}}
@@ -255,14 +240,13 @@ def quantized_manifest(source: Mapping[str, Any], *, version: str, check: Mappin
     data["training_data"] = (f"{source.get('training_data', '')}; then post-training INT8 quantisation calibrated on "
                              f"{n_images} rendered micrographs (seeds {seed}+)").lstrip("; ")
     training = dict(source.get("training") or {})
-    windows = windows_per_image(zoom) * n_images
+    windows = WINDOWS_PER_IMAGE * n_images
     chunk = chunk_size(windows, chunk_limit)
     training["quantization"] = {
         "from_version": source.get("version"), "format": "QDQ", "weights": "int8 per channel",
         "activations": "uint8", "calibration": f"percentile {PERCENTILE}",
         "calibration_images": n_images, "calibration_seed": seed,
-        "calibration_inputs": f"{windows} windows of {WINDOW[1]}x{WINDOW[0]} px (2 native, 1 half scale"
-                              + (f", 1 centre enlarged {zoom:g} x" if zoom > 0 else "") + " each)",
+        "calibration_inputs": f"{windows} windows of {WINDOW[1]}x{WINDOW[0]} px (2 native, 1 half scale each)",
         "check": dict(check),
     }
     if chunk < windows:
@@ -273,12 +257,12 @@ def quantized_manifest(source: Mapping[str, Any], *, version: str, check: Mappin
 
 def quantize_package(source_manifest: Mapping[str, Any], model_bytes: bytes, *, version: str,
                      n_images: int = CALIBRATION_IMAGES, seed: int = CALIBRATION_SEED,
-                     chunk_limit: int = CHUNK_WINDOWS, zoom: float = 0.0) -> tuple[bytes, dict[str, Any]]:
+                     chunk_limit: int = CHUNK_WINDOWS) -> tuple[bytes, dict[str, Any]]:
     """INT8 model bytes and manifest fields for a float model; raises ModelPackageError when the INT8 model
     disagrees with the float one (F1 < MIN_AGREEMENT_F1) or fails the package validator."""
     from detection.validate import validate_onnx
 
-    inputs = calibration_inputs(n_images, seed=seed, zoom=zoom)
+    inputs = calibration_inputs(n_images, seed=seed)
     logger.info("calibrating on %d inputs of %s", len(inputs), inputs[0].shape)
     int8 = quantize_model(model_bytes, inputs, chunk_limit=chunk_limit)
     validate_onnx(int8)
@@ -288,7 +272,7 @@ def quantize_package(source_manifest: Mapping[str, Any], model_bytes: bytes, *, 
         raise ModelPackageError(f"The INT8 model's detections agree with the float model's only at F1 "
                                 f"{check['detections_f1_vs_float']:.3f} (< {MIN_AGREEMENT_F1}); not written.")
     return int8, quantized_manifest(source_manifest, version=version, check=check, n_images=n_images, seed=seed,
-                                    chunk_limit=chunk_limit, zoom=zoom)
+                                    chunk_limit=chunk_limit)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,8 +284,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="folder for model.onnx + manifest.json (must not exist)")
     ap.add_argument("--images", type=int, default=CALIBRATION_IMAGES)
     ap.add_argument("--seed", type=int, default=CALIBRATION_SEED)
-    ap.add_argument("--zoom", type=float, default=0.0,
-                    help="also calibrate on each image's centre enlarged this many times (0 = off)")
     ap.add_argument("--chunk-windows", type=int, default=CHUNK_WINDOWS,
                     help="most calibration windows held in memory at once (lower it when memory runs out)")
     args = ap.parse_args(argv)
@@ -315,11 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ModelPackageError(f"{args.out} exists; choose a new folder.")
         if args.images < 1 or args.chunk_windows < 1:
             raise ModelPackageError("--images and --chunk-windows must be at least 1.")
-        if not (args.zoom == 0 or 1 < args.zoom <= 4):
-            raise ModelPackageError("--zoom must be 0 (off) or between 1 and 4.")
         model, fields = quantize_package(source, contents.model_bytes, version=args.version,
-                                         n_images=args.images, seed=args.seed, chunk_limit=args.chunk_windows,
-                                         zoom=args.zoom)
+                                         n_images=args.images, seed=args.seed, chunk_limit=args.chunk_windows)
     except (CrystalQCError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -158,22 +158,6 @@ def test_calibration_inputs_are_cleaned_windows_of_one_shape() -> None:
     assert not np.array_equal(inputs[0], inputs[1])
 
 
-def test_zoom_adds_an_enlarged_window_of_the_same_shape() -> None:
-    plain = dq.calibration_inputs(1, window=(256, 320))
-    zoomed = dq.calibration_inputs(1, window=(256, 320), zoom=2.0)
-    assert len(zoomed) == dq.windows_per_image(2.0) == 4 and dq.windows_per_image(0.0) == 3
-    for a, b in zip(plain, zoomed[:3], strict=True):
-        assert np.array_equal(a, b)  # the first three windows do not change
-    extra = zoomed[3]
-    assert extra.shape == (1, 3, 256, 320) and 0.0 <= float(extra.min()) and float(extra.max()) <= 1.0
-    assert not any(np.array_equal(extra, x) for x in plain)
-    fields = dq.quantized_manifest({"name": "tiny", "version": "1.1.0"}, version="1.2.0", check={}, n_images=64,
-                                   seed=1, zoom=2.0)
-    q = fields["training"]["quantization"]
-    assert q["calibration_inputs"].startswith("256 windows") and "enlarged 2 x" in q["calibration_inputs"]
-    assert q["calibration_chunks"] == "8 chunks of 32 windows"
-
-
 def test_cli_refuses_an_older_version_and_an_existing_folder(tmp_path, capsys) -> None:
     fields = {"name": "tiny", "version": "1.1.0", "author": "tests", "training_data": "random",
               "created": "2026-11-28T00:00:00+00:00"}
@@ -184,5 +168,5 @@ def test_cli_refuses_an_older_version_and_an_existing_folder(tmp_path, capsys) -
     (tmp_path / "exists").mkdir()
     assert dq.main(["--package", str(pkg), "--version", "1.2.0", "--out", str(tmp_path / "exists")]) == 2
     assert "exists" in capsys.readouterr().err
-    assert dq.main(["--package", str(pkg), "--version", "1.2.0", "--out", str(tmp_path / "z"), "--zoom", "9"]) == 2
-    assert "--zoom must be" in capsys.readouterr().err
+    assert dq.main(["--package", str(pkg), "--version", "1.2.0", "--out", str(tmp_path / "c"), "--chunk-windows", "0"]) == 2
+    assert "--chunk-windows must be at least 1" in capsys.readouterr().err
