@@ -181,7 +181,8 @@ def quantize_model(model_bytes: bytes, inputs: Sequence[np.ndarray], *, percenti
             calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=float_nodes(names),
             # "CalibStridedMinMax" is onnxruntime's name for chunked collection; it applies to every calibrater, and
             # the histogram collector merges the chunks' histograms
-            extra_options={"CalibPercentile": percentile, **({"CalibStridedMinMax": chunk} if chunk < len(inputs) else {})},
+            extra_options={"CalibPercentile": percentile,
+                           **({"CalibStridedMinMax": chunk} if chunk < len(inputs) else {})},
         )
         model = onnx.load(str(q))
     _strip_unused_domains(model)

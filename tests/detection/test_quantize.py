@@ -88,7 +88,8 @@ def _activation_ranges(model_bytes: bytes) -> dict[str, tuple[float, float]]:
     return out
 
 
-@pytest.mark.parametrize(("total", "limit", "expected"), [(72, 72, 72), (192, 72, 64), (6, 4, 3), (7, 4, 1), (3, 72, 3)])
+@pytest.mark.parametrize(("total", "limit", "expected"),
+                         [(72, 72, 72), (192, 72, 64), (6, 4, 3), (7, 4, 1), (3, 72, 3)])
 def test_chunk_size_is_the_largest_divisor_within_the_limit(total: int, limit: int, expected: int) -> None:
     assert dq.chunk_size(total, limit) == expected
 
@@ -168,5 +169,6 @@ def test_cli_refuses_an_older_version_and_an_existing_folder(tmp_path, capsys) -
     (tmp_path / "exists").mkdir()
     assert dq.main(["--package", str(pkg), "--version", "1.2.0", "--out", str(tmp_path / "exists")]) == 2
     assert "exists" in capsys.readouterr().err
-    assert dq.main(["--package", str(pkg), "--version", "1.2.0", "--out", str(tmp_path / "c"), "--chunk-windows", "0"]) == 2
+    assert dq.main(["--package", str(pkg), "--version", "1.2.0", "--out", str(tmp_path / "c"),
+                    "--chunk-windows", "0"]) == 2
     assert "--chunk-windows must be at least 1" in capsys.readouterr().err
