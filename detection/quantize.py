@@ -2,7 +2,8 @@
 
 Usage (app venv: onnxruntime's own quantisation tools, no torch)::
 
-    python -m detection.quantize --package weights/crystal-yolo11n.cqcpkg --version 1.2.0 --out /tmp/int8
+    python -m detection.quantize --package weights/sources/crystal-yolo11n-1.3.0-float.cqcpkg --version 1.4.0 \\
+        --out /tmp/int8
     python -m detection.package pack-folder /tmp/int8 --key KEY --out weights/crystal-yolo11n.cqcpkg --force
 
 Writes ``OUT/model.onnx`` and ``OUT/manifest.json`` (the source manifest, with the new version, a description and
