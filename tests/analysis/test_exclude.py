@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from analysis.exclude import ExclusionOptions, apply_exclusions, exclusion_reason
-from analysis.focus import edge_width_px, focus_score
+from analysis.focus import MIN_CONTRAST_FRACTION, edge_width_px, focus_score
 from analysis.records import EXCLUSION_REASONS, Detection
 
 BG = 0.75
@@ -73,6 +73,27 @@ def test_focus_score_is_higher_for_the_sharp_copy_and_independent_of_contrast():
         scores[name] = focus_score(img, d.mask, x_min=d.x_min, y_min=d.y_min)
     assert scores["sharp"] > 2 * scores["blurred"]
     assert scores["faint"] == pytest.approx(scores["sharp"], rel=0.15)
+
+
+@pytest.mark.parametrize("background", [BG, 0.4])
+def test_an_object_fainter_than_the_visibility_floor_has_no_edge_and_is_excluded(background):
+    """A sharp disk whose contrast is just below MIN_CONTRAST_FRACTION of the background scores 0 (out of focus);
+    the same disk just above it is an in-focus crystal, on a bright and on a dim background."""
+    def scene(fraction):
+        big = np.full((120 * SS, 120 * SS), background, np.float32)
+        disk(60, 60, 20, background * (1 - fraction))(big, SS)
+        img = cv2.resize(big, (120, 120), interpolation=cv2.INTER_AREA)
+        return cv2.GaussianBlur(img, (0, 0), 0.7).astype(np.float32)
+
+    faint, visible = scene(0.8 * MIN_CONTRAST_FRACTION), scene(1.3 * MIN_CONTRAST_FRACTION)
+    yy, xx = np.mgrid[38:83, 38:83]
+    det = Detection(x_min=38, y_min=38, x_max=83, y_max=83, mask=np.hypot(xx - 59.5, yy - 59.5) <= 20,
+                    confidence=0.9)
+    assert edge_width_px(faint, det.mask, x_min=38, y_min=38) == float("inf")
+    assert focus_score(faint, det.mask, x_min=38, y_min=38) == 0.0
+    assert exclusion_reason(faint, det) == "out_of_focus"
+    assert focus_score(visible, det.mask, x_min=38, y_min=38) > 3 * ExclusionOptions().focus_threshold
+    assert exclusion_reason(visible, det) is None
 
 
 def test_focus_score_empty_mask_and_flat_image_are_zero():
