@@ -19,10 +19,15 @@ What it does:
   operators only, so the package validator can keep refusing custom domains): weights int8 per output channel,
   activations uint8 with ranges from the 99.999th percentile of the calibration activations (min/max ranges lost
   more recall on the rendered hard set).
-* **The stem and the detect head's decoding stay float**: the two full-resolution stem convolutions (see
-  :data:`FLOAT_STEM_MODULES`), and in the head everything after the box and class convolutions (distribution
-  focal loss decode, anchor arithmetic, final concatenation). Quantising the decoding put pixel coordinates
-  (0..1280) and class scores (0..1) on one uint8 scale, which zeroed every score (measured: no detections at all).
+* **The stem, the attention core and the detect head's decoding stay float**: the two full-resolution stem
+  convolutions (see :data:`FLOAT_STEM_MODULES`); in the C2PSA block's self-attention the product of queries and
+  keys, its scaling, softmax and the product with the values (:data:`ATTENTION_FLOAT_OPS`: the attention weights
+  average 1 / (number of stride-32 cells), 1/1280 on a 1280x1024 input, far below one uint8 step of a 0..1 range,
+  so quantised they collapse onto the few largest; measured on the real tiles re-imaged at 1.5 x / 2 x
+  magnification: F1 0.799 / 0.714 quantised, 0.827 / 0.779 in float, the float model 0.829 / 0.782; README); and in
+  the head everything after the box and class convolutions (distribution focal loss decode, anchor arithmetic,
+  final concatenation). Quantising the decoding put pixel coordinates (0..1280) and class scores (0..1) on one
+  uint8 scale, which zeroed every score (measured: no detections at all).
 * **Checked before anything is written**: on the calibration inputs the INT8 model's detections (score >=
   :data:`CHECK_CONF`, NMS) must agree with the float model's at IoU 0.5 with F1 >= :data:`MIN_AGREEMENT_F1`, and
   the result must pass the package validator (:func:`detection.validate.validate_onnx`).
@@ -70,6 +75,9 @@ CHUNK_WINDOWS = 48
 #: Modules at the start of the network kept in float (measured on 36 calibration windows: detections agree with the
 #: float model's at F1 0.978 with the two stem convolutions in float, 0.969 with them quantised, same speed).
 FLOAT_STEM_MODULES = 2
+#: Operators of a self-attention block (a node scope containing ``/attn/``) kept in float (module docstring); the
+#: attention's convolutions (qkv, positional encoding, projection) are quantised. Since 1.4.1.
+ATTENTION_FLOAT_OPS = frozenset({"MatMul", "Softmax", "Mul", "Transpose"})
 #: Detections compared between the float and the INT8 model: score threshold, NMS IoU, match IoU, required F1.
 CHECK_CONF = 0.25
 CHECK_IOU = 0.5
@@ -78,22 +86,25 @@ MIN_AGREEMENT_F1 = 0.9
 _MODULE_RE = re.compile(r"^/model\.(\d+)/")
 
 
-def float_nodes(node_names: Sequence[str]) -> list[str]:
-    """Names of the nodes to leave in float: the stem (the first :data:`FLOAT_STEM_MODULES` modules, full-resolution
-    convolutions that see the raw grey levels) and the detect head's decoding, i.e. every node of the last
-    ``/model.K/`` module (an ultralytics export's Detect head) except its box and class convolution towers
+def float_nodes(nodes: Sequence[tuple[str, str]]) -> list[str]:
+    """Names of the nodes to leave in float, from the model's ``(name, op_type)`` pairs: the stem (the first
+    :data:`FLOAT_STEM_MODULES` modules, full-resolution convolutions that see the raw grey levels), the attention
+    core (:data:`ATTENTION_FLOAT_OPS` inside an ``/attn/`` scope) and the detect head's decoding, i.e. every node of
+    the last ``/model.K/`` module (an ultralytics export's Detect head) except its box and class convolution towers
     (``cv2``/``cv3``).
 
     Raises ModelPackageError when the names are not those of an ultralytics YOLO detect export.
     """
-    modules = [int(m.group(1)) for m in map(_MODULE_RE.match, node_names) if m]
+    modules = [int(m.group(1)) for m in (_MODULE_RE.match(name) for name, _ in nodes) if m]
     if not modules or max(modules) < FLOAT_STEM_MODULES:
         raise ModelPackageError("The model's node names are not those of an ultralytics YOLO export; the detect head "
                                 "cannot be located, so it cannot be quantised safely.")
     prefix = f"/model.{max(modules)}/"
     towers = (prefix + "cv2.", prefix + "cv3.")
     stem = tuple(f"/model.{k}/" for k in range(FLOAT_STEM_MODULES))
-    return [n for n in node_names if n.startswith(stem) or (n.startswith(prefix) and not n.startswith(towers))]
+    return [name for name, op in nodes
+            if name.startswith(stem) or (name.startswith(prefix) and not name.startswith(towers))
+            or ("/attn/" in name and op in ATTENTION_FLOAT_OPS)]
 
 
 def calibration_inputs(n_images: int = CALIBRATION_IMAGES, *, seed: int = CALIBRATION_SEED,
@@ -175,11 +186,11 @@ def quantize_model(model_bytes: bytes, inputs: Sequence[np.ndarray], *, percenti
         fp32.write_bytes(model_bytes)
         # fold BatchNorm/constants first so each Conv gets one weight scale; symbolic shape inference needs sympy
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-        names = [n.name for n in onnx.load(str(pre)).graph.node]
+        nodes = [(n.name, n.op_type) for n in onnx.load(str(pre)).graph.node]
         quantize_static(
             str(pre), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=float_nodes(names),
+            calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=float_nodes(nodes),
             # "CalibStridedMinMax" is onnxruntime's name for chunked collection; it applies to every calibrater, and
             # the histogram collector merges the chunks' histograms
             extra_options={"CalibPercentile": percentile,
@@ -238,7 +249,8 @@ def quantized_manifest(source: Mapping[str, Any], *, version: str, check: Mappin
     data["version"] = version
     data["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     data["description"] = (f"{source.get('name', 'model')} {source.get('version', '?')} quantised to INT8 "
-                           "(QDQ, per-channel int8 weights, uint8 activations; detect-head decoding in float)")
+                           "(QDQ, per-channel int8 weights, uint8 activations; stem, attention core and detect-head decoding "
+                           "in float)")
     data["training_data"] = (f"{source.get('training_data', '')}; then post-training INT8 quantisation calibrated on "
                              f"{n_images} rendered micrographs (seeds {seed}+)").lstrip("; ")
     training = dict(source.get("training") or {})
@@ -247,6 +259,8 @@ def quantized_manifest(source: Mapping[str, Any], *, version: str, check: Mappin
     training["quantization"] = {
         "from_version": source.get("version"), "format": "QDQ", "weights": "int8 per channel",
         "activations": "uint8", "calibration": f"percentile {PERCENTILE}",
+        "float": (f"stem ({FLOAT_STEM_MODULES} modules), attention core ({', '.join(sorted(ATTENTION_FLOAT_OPS))}), "
+                  "detect-head decoding"),
         "calibration_images": n_images, "calibration_seed": seed,
         "calibration_inputs": f"{windows} windows of {WINDOW[1]}x{WINDOW[0]} px (2 native, 1 half scale each)",
         "check": dict(check),

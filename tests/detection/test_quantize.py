@@ -27,17 +27,25 @@ def _run(model: bytes, x: np.ndarray) -> np.ndarray:
     return ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
 
 
-def test_float_nodes_are_the_stem_and_the_head_decoding() -> None:
-    names = ["/model.0/conv/Conv", "/model.1/conv/Conv", "/model.2/m.0/Conv", "/model.23/cv2.0/cv2.0.0/conv/Conv",
-             "/model.23/cv3.2/cv3.2.2/Conv", "/model.23/dfl/conv/Conv", "/model.23/Concat_26", "/model.23/Sigmoid"]
-    assert dq.float_nodes(names) == ["/model.0/conv/Conv", "/model.1/conv/Conv", "/model.23/dfl/conv/Conv",
-                                     "/model.23/Concat_26", "/model.23/Sigmoid"]
+def test_float_nodes_are_the_stem_the_attention_core_and_the_head_decoding() -> None:
+    nodes = [("/model.0/conv/Conv", "Conv"), ("/model.1/conv/Conv", "Conv"), ("/model.2/m.0/Conv", "Conv"),
+             ("/model.10/m/m.0/attn/qkv/conv/Conv", "Conv"), ("/model.10/m/m.0/attn/Mul_1", "Mul"),
+             ("/model.10/m/m.0/attn/Transpose", "Transpose"), ("/model.10/m/m.0/attn/MatMul", "MatMul"),
+             ("/model.10/m/m.0/attn/Softmax", "Softmax"), ("/model.10/m/m.0/attn/MatMul_1", "MatMul"),
+             ("/model.10/m/m.0/attn/Add", "Add"), ("/model.10/m/m.0/attn/proj/conv/Conv", "Conv"),
+             ("/model.10/m/m.0/ffn/ffn.0/act/Mul", "Mul"),
+             ("/model.23/cv2.0/cv2.0.0/conv/Conv", "Conv"), ("/model.23/cv3.2/cv3.2.2/Conv", "Conv"),
+             ("/model.23/dfl/conv/Conv", "Conv"), ("/model.23/Concat_26", "Concat"), ("/model.23/Sigmoid", "Sigmoid")]
+    assert dq.float_nodes(nodes) == [
+        "/model.0/conv/Conv", "/model.1/conv/Conv", "/model.10/m/m.0/attn/Mul_1", "/model.10/m/m.0/attn/Transpose",
+        "/model.10/m/m.0/attn/MatMul", "/model.10/m/m.0/attn/Softmax", "/model.10/m/m.0/attn/MatMul_1",
+        "/model.23/dfl/conv/Conv", "/model.23/Concat_26", "/model.23/Sigmoid"]
 
 
 @pytest.mark.parametrize("names", [[], ["Conv_0", "Concat_1"], ["/model.0/conv/Conv", "/model.1/x"]])
 def test_float_nodes_refuses_models_not_named_like_an_export(names: list[str]) -> None:
     with pytest.raises(ModelPackageError, match="ultralytics YOLO export"):
-        dq.float_nodes(names)
+        dq.float_nodes([(n, "Conv") for n in names])
 
 
 def test_quantized_model_passes_the_validator_and_keeps_the_decoding_float() -> None:
