@@ -250,8 +250,8 @@ def quantized_manifest(source: Mapping[str, Any], *, version: str, check: Mappin
     data["version"] = version
     data["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     data["description"] = (f"{source.get('name', 'model')} {source.get('version', '?')} quantised to INT8 "
-                           "(QDQ, per-channel int8 weights, uint8 activations; stem, attention core and detect-head decoding "
-                           "in float)")
+                           "(QDQ, per-channel int8 weights, uint8 activations; stem, attention core and "
+                           "detect-head decoding in float)")
     data["training_data"] = (f"{source.get('training_data', '')}; then post-training INT8 quantisation calibrated on "
                              f"{n_images} rendered micrographs (seeds {seed}+)").lstrip("; ")
     training = dict(source.get("training") or {})
