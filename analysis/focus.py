@@ -21,7 +21,7 @@ An object that barely differs from its surroundings has no edge to measure: belo
 excludes it). Noise and quantisation make a network box faint smooth patches of background now and then (the shipped
 INT8 model on the real tiles re-imaged at twice the magnification: 205 false positives, half of them with a contrast
 below 0.02 = 2.7 % of the background, while the faintest correctly found crystal there reached 0.19 and the faintest
-found in the rendered tuning sets 0.026; README, *Its weak side*).
+found in the rendered tuning sets 0.026; README, *1.4.0's weak side*).
 
 The score depends on the image scale in one way: a perfectly sharp edge reads ~2.5 px wide, so objects below
 ~8 px ECD can never score 3 (they are dust for ``analysis.exclude`` anyway).
