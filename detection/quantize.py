@@ -243,9 +243,12 @@ def agreement(fp32_bytes: bytes, int8_bytes: bytes, inputs: Sequence[np.ndarray]
 
 
 def quantized_manifest(source: Mapping[str, Any], *, version: str, check: Mapping[str, Any],
-                       n_images: int, seed: int, chunk_limit: int = CHUNK_WINDOWS) -> dict[str, Any]:
+                       n_images: int, seed: int, chunk_limit: int = CHUNK_WINDOWS,
+                       windows: int | None = None) -> dict[str, Any]:
     """The source manifest's fields for the INT8 model: new version and date, the model-dependent fields removed
-    (the package builder recomputes them), training data and recipe extended with the quantisation."""
+    (the package builder recomputes them), training data and recipe extended with the quantisation. ``windows``:
+    the number of calibration inputs actually fed (default :data:`WINDOWS_PER_IMAGE` per image); the recorded
+    chunking is derived from it the way :func:`quantize_model` derives it."""
     data = {k: v for k, v in source.items() if k not in {"sha256", "size_bytes", "opset", "ir_version"}}
     data["version"] = version
     data["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -255,7 +258,7 @@ def quantized_manifest(source: Mapping[str, Any], *, version: str, check: Mappin
     data["training_data"] = (f"{source.get('training_data', '')}; then post-training INT8 quantisation calibrated on "
                              f"{n_images} rendered micrographs (seeds {seed}+)").lstrip("; ")
     training = dict(source.get("training") or {})
-    windows = WINDOWS_PER_IMAGE * n_images
+    windows = WINDOWS_PER_IMAGE * n_images if windows is None else windows
     chunk = chunk_size(windows, chunk_limit)
     training["quantization"] = {
         "from_version": source.get("version"), "format": "QDQ", "weights": "int8 per channel",
@@ -289,7 +292,7 @@ def quantize_package(source_manifest: Mapping[str, Any], model_bytes: bytes, *, 
         raise ModelPackageError(f"The INT8 model's detections agree with the float model's only at F1 "
                                 f"{check['detections_f1_vs_float']:.3f} (< {MIN_AGREEMENT_F1}); not written.")
     return int8, quantized_manifest(source_manifest, version=version, check=check, n_images=n_images, seed=seed,
-                                    chunk_limit=chunk_limit)
+                                    chunk_limit=chunk_limit, windows=len(inputs))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -152,6 +152,9 @@ def test_quantized_manifest_builds_a_valid_package() -> None:
     assert "calibration_chunks" not in fields["training"]["quantization"]  # 12 windows: one chunk
     chunked = dq.quantized_manifest(source, version="1.2.0", check={}, n_images=64, seed=1, chunk_limit=48)
     assert chunked["training"]["quantization"]["calibration_chunks"] == "4 chunks of 48 windows"
+    fed = dq.quantized_manifest(source, version="1.2.0", check={}, n_images=64, seed=1, chunk_limit=48, windows=100)
+    assert fed["training"]["quantization"]["calibration_chunks"] == "4 chunks of 25 windows"
+    assert fed["training"]["quantization"]["calibration_inputs"].startswith("100 windows")
     data = build_package(fields, int8, key=generate_private_key())
     manifest = json.loads(unpack(data).manifest_bytes)
     assert manifest["version"] == "1.2.0" and manifest["size_bytes"] == len(int8)
@@ -159,7 +162,7 @@ def test_quantized_manifest_builds_a_valid_package() -> None:
 
 def test_calibration_inputs_are_cleaned_windows_of_one_shape() -> None:
     inputs = dq.calibration_inputs(1, window=(256, 320))
-    assert len(inputs) == 3
+    assert len(inputs) == 3 == dq.WINDOWS_PER_IMAGE
     for x in inputs:
         assert x.shape == (1, 3, 256, 320) and x.dtype == np.float32
         assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
