@@ -95,5 +95,4 @@ def test_a_quantised_shipped_model_keeps_its_attention_core_in_float():
     if "QuantizeLinear" not in ops or not attention:
         pytest.skip("the shipped model is not an INT8 model with self-attention")
     quantised_inputs = {i for n in model.graph.node if n.op_type == "QuantizeLinear" for i in n.input[:1]}
-    assert len(attention) == 3
     assert [n.name for n in attention if set(n.output) & quantised_inputs] == []
