@@ -4,6 +4,9 @@
           --detector.detect--> detections --exclude.apply_exclusions--> detections with reasons
           --measure.measure_particles--> particles --> ImageResult (stats/report derive the rest)
 
+An image whose crystals are all small is analysed once more at twice the size and its particles mapped back
+(``analysis.rescale``; ``AnalysisOptions.upscale_small``).
+
 Detectors are small stateless objects with a ``label`` and ``detect(cleaned) -> list[Detection]``; they are chosen
 by :func:`make_detector` ("auto" = the shipped, signed ONNX model package when present, else the classical detector;
 a shipped package that fails verification is an error, never a silent fallback).
@@ -25,7 +28,8 @@ from analysis.focus import focus_scores
 from analysis.io import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image
 from analysis.measure import measure_particles
 from analysis.preprocess import CleaningOptions, clean_image
-from analysis.records import Detection, ImageMeta, ImageResult
+from analysis.records import Detection, ImageMeta, ImageResult, Particle
+from analysis.rescale import enlarged, scaled_exclusion, scaled_particle, upscale_factor
 from analysis.segment import ClassicalOptions, detect_classical
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,9 @@ class AnalysisOptions:
     exclusion: ExclusionOptions = field(default_factory=ExclusionOptions)
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
+    #: Analyse small-crystal images again at twice the size (``analysis.rescale``); False = one pass at the
+    #: image's own scale.
+    upscale_small: bool = True
 
     def __post_init__(self) -> None:
         if self.pixel_size_um is not None and not (0 < self.pixel_size_um < 1e4):
@@ -147,10 +154,15 @@ def analyze_image(image: np.ndarray, *, name: str, meta: ImageMeta, detector: De
     options = options or AnalysisOptions()
     start = time.perf_counter()
     cleaned = clean_image(image, options=options.cleaning)
-    detections = detector.detect(cleaned)
-    focus = focus_scores(cleaned, detections)  # one score per object, used by the focus rule and the table
-    detections = apply_exclusions(cleaned, detections, options=options.exclusion, focus_scores=focus)
-    particles = measure_particles(cleaned, detections, focus_scores=focus)
+    particles = _particles(cleaned, detector, options)
+    factor = upscale_factor(particles, cleaned.shape) if options.upscale_small else 1.0
+    if factor > 1.0:
+        shape = cleaned.shape
+        big = dataclasses.replace(options, exclusion=scaled_exclusion(options.exclusion, factor))
+        particles = [scaled_particle(p, factor, shape)
+                     for p in _particles(enlarged(cleaned, factor), detector, big, border_margin_px=factor)]
+        meta = dataclasses.replace(meta, notes=meta.notes + (
+            f"small crystals: analysed at {factor:.2g} x the image size, sizes given in the image's pixels",))
     seconds = time.perf_counter() - start
     # No file names or pixel data in logs: names can be confidential too.
     log.debug("%d objects in %.2f s (%s)", len(particles), seconds, detector.label)
@@ -159,6 +171,16 @@ def analyze_image(image: np.ndarray, *, name: str, meta: ImageMeta, detector: De
         include_border=options.include_border, detector=detector.label, seconds=seconds,
         cleaned=cleaned if keep_cleaned else None,
     )
+
+
+def _particles(cleaned: np.ndarray, detector: Detector, options: AnalysisOptions, *,
+               border_margin_px: float = 1.0) -> list[Particle]:
+    """One pass: detect, exclude, measure (``border_margin_px``: how near an edge is on the border)."""
+    detections = detector.detect(cleaned)
+    focus = focus_scores(cleaned, detections)  # one score per object, used by the focus rule and the table
+    detections = apply_exclusions(cleaned, detections, options=options.exclusion, focus_scores=focus)
+    return measure_particles(cleaned, detections, focus_scores=focus,
+                             border_margin_px=max(1, int(round(border_margin_px))))
 
 
 def analyze_bytes(data: bytes, *, name: str, detector: Detector, options: AnalysisOptions | None = None,
