@@ -162,7 +162,8 @@ def analyze_image(image: np.ndarray, *, name: str, meta: ImageMeta, detector: De
         particles = [scaled_particle(p, factor, shape)
                      for p in _particles(enlarged(cleaned, factor), detector, big, border_margin_px=factor)]
         meta = dataclasses.replace(meta, notes=meta.notes + (
-            f"small crystals: analysed at {factor:.2g} x the image size, sizes given in the image's pixels",))
+            f"Small crystals: this image was analysed enlarged {factor:.2g} x so that they are found and judged "
+            "reliably; positions and sizes are given in the image's own pixels.",))
     seconds = time.perf_counter() - start
     # No file names or pixel data in logs: names can be confidential too.
     log.debug("%d objects in %.2f s (%s)", len(particles), seconds, detector.label)

@@ -143,7 +143,7 @@ def counted_centres(result) -> np.ndarray:
 def test_small_sharp_crystals_are_counted_by_the_enlarged_pass_in_the_images_pixels():
     img, centres = crystal_field(0, radius=(5.5, 7.5))  # ECD ~ 11-16 px
     single, double = analyse(img, upscale=False), analyse(img, upscale=True)
-    assert not single.meta.notes and any("analysed at 2 x" in note for note in double.meta.notes)
+    assert not single.meta.notes and any("analysed enlarged 2 x" in note for note in double.meta.notes)
     found = counted_centres(double)
     # every crystal once, each box centred on a crystal in the image's own coordinates
     assert len(found) == len(centres)
