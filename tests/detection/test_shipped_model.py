@@ -63,6 +63,33 @@ def test_rendered_multi_tile_image_is_counted_within_tolerance(detector):
     assert matched / true >= 0.6
 
 
+def test_small_crystals_at_half_magnification_are_found_by_the_enlarged_pass(shipped):
+    # Rendered easy images re-imaged at half size (crystals ~5-30 px): the pipeline notices the small crystals and
+    # analyses the image enlarged twice (analysis.rescale); boxes come back in the image's own pixels.
+    true = found_single = found_double = 0
+    for seed in (910_011, 910_021, 910_023):
+        data, boxes = _rendered(seed, size=(1280, 1024))
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        ok, png = cv2.imencode(".png", cv2.resize(image, (640, 512), interpolation=cv2.INTER_AREA))
+        boxes = boxes / 2
+        true += len(boxes)
+        for upscale in (False, True):
+            result = analyze_bytes(png.tobytes(), name="half.png", detector=shipped,
+                                   options=AnalysisOptions(include_border=True, upscale_small=upscale))
+            assert any("analysed enlarged" in note for note in result.meta.notes) == upscale
+            kept = [p for p in result.particles if p.counted]
+            assert all(p.x_max <= 640 and p.y_max <= 512 for p in kept)
+            pred = np.array([[p.x_min, p.y_min, p.x_max, p.y_max] for p in kept], float).reshape(-1, 4)
+            matched = len(match_boxes(pred, boxes, iou_threshold=0.5)[0])
+            if upscale:
+                found_double += matched
+            else:
+                found_single += matched
+    assert true > 100
+    assert found_double / true >= 0.6
+    assert found_double - found_single >= 0.1 * true
+
+
 def test_a_crystal_on_a_seam_is_counted_once(detector):
     # One large, high-contrast crystal centred on the vertical seam region of two tiles (640 px tiles, overlap 128:
     # tile 2 starts at x = 512; a dynamic model capped at 640 x 640 px also cuts this 1152 x 640 image in two),
