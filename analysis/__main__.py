@@ -104,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      progress=_progress_bar)
     for name, msg in failures:
         print(f"error: {name}: {msg} (skipped)", file=sys.stderr)
+    for r in results:
+        for note in r.meta.notes:  # also in summary.csv, column "notes"
+            print(f"note: {r.name}: {note}", file=sys.stderr)
     (args.out / "particles.csv").write_bytes(to_csv_bytes(particles_table(results)))
     (args.out / "summary.csv").write_bytes(to_csv_bytes(summary_table(results)))
     if args.overlays:

@@ -7,7 +7,9 @@
 * :func:`summary_table`: one row per image plus a final batch row ``image="__batch__"`` that pools all images
   (:func:`analysis.stats.summarize_results`), columns :data:`SUMMARY_COLUMNS`. Plain ``d10_um``.. are
   number-weighted, ``_v_`` ones volume-weighted; ``span`` is the number-weighted span (unit-free; taken from
-  the µm sizes when calibrated, which matters only for a batch of images with different pixel sizes).
+  the µm sizes when calibrated, which matters only for a batch of images with different pixel sizes). ``notes``
+  carries what loading and analysis noted about the image (colour converted to grey, further TIFF pages skipped,
+  analysed enlarged because its crystals are small), "; "-joined; empty in the batch row.
 * :func:`to_csv_bytes`: stable CSV encoding (see there).
 
 Units: ``_px`` pixels, ``_um`` µm, ``_um2`` µm², ``seconds`` wall time, ``particles_per_mm2`` counted per mm².
@@ -43,9 +45,10 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "d10_px", "d50_px", "d90_px",
     "d10_v_um", "d50_v_um", "d90_v_um", "d10_v_px", "d50_v_px", "d90_v_px",
     "agglomerate_volume_fraction", "n_excluded", "particles_per_mm2", "pixel_size_um", "detector", "warnings",
+    "notes",
 )  # fmt: skip
 
-_TEXT = {"image", "class", "reason", "detector", "warnings"}
+_TEXT = {"image", "class", "reason", "detector", "warnings", "notes"}
 _INT = {"particle_id", "x_min", "y_min", "x_max", "y_max", "n_crystals", "n_agglomerates", "n_total", "n_excluded"}
 _BOOL = {"on_border"}
 
@@ -91,7 +94,8 @@ def summary_table(results: Sequence[ImageResult]) -> pd.DataFrame:
             include_border=res.include_border,
             image_area_px=float(res.meta.width * res.meta.height),
         )
-        rows.append(_summary_row(res.name, summary, res.seconds, res.pixel_size_um, res.detector))
+        rows.append(_summary_row(res.name, summary, res.seconds, res.pixel_size_um, res.detector,
+                                 notes="; ".join(res.meta.notes)))
     scales = {res.pixel_size_um for res in results}
     common_scale = scales.pop() if len(scales) == 1 else None
     detectors = "; ".join(dict.fromkeys(res.detector for res in results))
@@ -151,7 +155,7 @@ def _particle_row(res: ImageResult, p: Particle) -> dict:
 
 
 def _summary_row(
-    name: str, s: SizeSummary, seconds: float, pixel_size_um: float | None, detector: str
+    name: str, s: SizeSummary, seconds: float, pixel_size_um: float | None, detector: str, *, notes: str = ""
 ) -> dict:
     nan = DValues(math.nan, math.nan, math.nan, math.nan, math.nan)
     n_um, v_um = s.number_um or nan, s.volume_um or nan
@@ -181,6 +185,7 @@ def _summary_row(
         "pixel_size_um": math.nan if pixel_size_um is None else float(pixel_size_um),
         "detector": detector,
         "warnings": "; ".join(s.warnings),
+        "notes": notes,
     }
 
 

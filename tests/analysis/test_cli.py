@@ -104,3 +104,17 @@ def test_same_file_name_in_two_folders_stays_apart(tmp_path):
     particles = pd.read_csv(out / "particles.csv")
     assert sorted(particles.groupby("image").size().tolist()) == [3, 4]
     assert len(list(out.glob("*_overlay.png"))) == 2
+
+
+def test_image_notes_are_printed_and_written_to_the_summary(tmp_path, capsys):
+    grey = tmp_path / "in" / "grey.png"
+    grey.parent.mkdir()
+    _write_field(grey, 4)
+    colour = tmp_path / "in" / "colour.png"
+    assert cv2.imwrite(str(colour), cv2.cvtColor(cv2.imread(str(grey), cv2.IMREAD_GRAYSCALE), cv2.COLOR_GRAY2BGR))
+    assert main([str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--detector", "classical"]) == 0
+    err = capsys.readouterr().err
+    assert "note: colour.png: colour converted to grey" in err and "note: grey.png" not in err
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv", keep_default_na=False).set_index("image")
+    assert summary.loc["colour.png", "notes"].startswith("colour converted to grey")
+    assert summary.loc["grey.png", "notes"] == ""

@@ -1,6 +1,7 @@
 """Tests for analysis.report: column sets, counted/excluded rows, µm columns, batch row, CSV round trip."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 
@@ -143,7 +144,7 @@ def test_csv_round_trip_same_columns_and_values():
                 assert np.allclose(back[col], df[col], rtol=1e-5, equal_nan=True), col
             elif pd.api.types.is_bool_dtype(df[col]):
                 assert back[col].tolist() == df[col].tolist(), col
-            elif col == "warnings":
+            elif col in ("warnings", "notes"):  # empty text cells read back as NaN
                 assert back[col].fillna("").tolist() == df[col].tolist()
             else:
                 assert back[col].tolist() == df[col].tolist(), col
@@ -162,3 +163,15 @@ def test_csv_format_details():
 def test_csv_is_utf8():
     df = pd.DataFrame({"image": ["Kristall_µm_ä.png"]})
     assert to_csv_bytes(df) == "image\nKristall_µm_ä.png\n".encode()
+
+
+def test_summary_notes_say_what_loading_and_analysis_did_to_each_image():
+    a, b = _two_results()
+    a = dataclasses.replace(a, meta=dataclasses.replace(a.meta, notes=(
+        "colour converted to grey", "Small crystals: this image was analysed enlarged 2 x")))
+    df = summary_table([a, b])
+    assert df["notes"].tolist() == [
+        "colour converted to grey; Small crystals: this image was analysed enlarged 2 x", "", ""]
+    assert SUMMARY_COLUMNS[-1] == "notes"
+    text = to_csv_bytes(df).decode()
+    assert "analysed enlarged 2 x" in text.splitlines()[1]
