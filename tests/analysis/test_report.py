@@ -145,7 +145,7 @@ def test_csv_round_trip_same_columns_and_values():
             elif pd.api.types.is_bool_dtype(df[col]):
                 assert back[col].tolist() == df[col].tolist(), col
             elif col in ("warnings", "notes"):  # empty text cells read back as NaN
-                assert back[col].fillna("").tolist() == df[col].tolist()
+                assert back[col].astype(object).fillna("").tolist() == df[col].tolist()
             else:
                 assert back[col].tolist() == df[col].tolist(), col
 
