@@ -5,7 +5,8 @@
           --measure.measure_particles--> particles --> ImageResult (stats/report derive the rest)
 
 An image whose crystals are all small is analysed once more at twice the size and its particles mapped back
-(``analysis.rescale``; ``AnalysisOptions.upscale_small``).
+(``analysis.rescale``; ``AnalysisOptions.upscale_small``); a calibration profile's analysis scale
+(``AnalysisOptions.scale``) resizes every image of that microscope instead.
 
 Detectors are small stateless objects with a ``label`` and ``detect(cleaned) -> list[Detection]``; they are chosen
 by :func:`make_detector` ("auto" = the shipped, signed ONNX model package when present, else the classical detector;
@@ -29,7 +30,8 @@ from analysis.io import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image
 from analysis.measure import measure_particles
 from analysis.preprocess import CleaningOptions, clean_image
 from analysis.records import Detection, ImageMeta, ImageResult, Particle
-from analysis.rescale import enlarged, scaled_exclusion, scaled_particle, upscale_factor
+from analysis.rescale import (MAX_SCALE, MIN_SCALE, chosen_factor, resized, scaled_exclusion, scaled_particle,
+                              upscale_factor)
 from analysis.segment import ClassicalOptions, detect_classical
 
 log = logging.getLogger(__name__)
@@ -61,10 +63,16 @@ class AnalysisOptions:
     #: Analyse small-crystal images again at twice the size (``analysis.rescale``); False = one pass at the
     #: image's own scale.
     upscale_small: bool = True
+    #: Analyse the image resized by this factor (0.25-4; a calibration profile's analysis scale, for a microscope
+    #: whose crystals look much larger or smaller than the model was made for); 1.0 = its own size, with the
+    #: automatic small-crystal pass when ``upscale_small``.
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.pixel_size_um is not None and not (0 < self.pixel_size_um < 1e4):
             raise ValueError(f"pixel size must be a positive number of µm per pixel, got {self.pixel_size_um!r}")
+        if not (MIN_SCALE <= self.scale <= MAX_SCALE):
+            raise ValueError(f"analysis scale must be between {MIN_SCALE:g} and {MAX_SCALE:g}, got {self.scale!r}")
 
 
 class Detector(Protocol):
@@ -154,16 +162,23 @@ def analyze_image(image: np.ndarray, *, name: str, meta: ImageMeta, detector: De
     options = options or AnalysisOptions()
     start = time.perf_counter()
     cleaned = clean_image(image, options=options.cleaning)
-    particles = _particles(cleaned, detector, options)
-    factor = upscale_factor(particles, cleaned.shape) if options.upscale_small else 1.0
-    if factor > 1.0:
-        shape = cleaned.shape
-        big = dataclasses.replace(options, exclusion=scaled_exclusion(options.exclusion, factor))
-        particles = [scaled_particle(p, factor, shape)
-                     for p in _particles(enlarged(cleaned, factor), detector, big, border_margin_px=factor)]
-        meta = dataclasses.replace(meta, notes=meta.notes + (
-            f"Small crystals: this image was analysed enlarged {factor:.2g} x so that they are found and judged "
-            "reliably; positions and sizes are given in the image's own pixels.",))
+    if options.scale != 1.0:
+        factor = chosen_factor(options.scale, cleaned.shape)
+        particles = _resized_pass(cleaned, detector, options, factor)
+        note = (f"Analysed at {factor:.2g} x its size, as the calibration profile's analysis scale says; positions "
+                "and sizes are given in the image's own pixels." if factor != 1.0 else
+                f"The calibration profile's analysis scale ({options.scale:g} x) was not applied: the image is too "
+                "large to enlarge.")
+    else:
+        particles = _particles(cleaned, detector, options)
+        factor = upscale_factor(particles, cleaned.shape) if options.upscale_small else 1.0
+        note = None
+        if factor > 1.0:
+            particles = _resized_pass(cleaned, detector, options, factor)
+            note = (f"Small crystals: this image was analysed enlarged {factor:.2g} x so that they are found and "
+                    "judged reliably; positions and sizes are given in the image's own pixels.")
+    if note:
+        meta = dataclasses.replace(meta, notes=meta.notes + (note,))
     seconds = time.perf_counter() - start
     # No file names or pixel data in logs: names can be confidential too.
     log.debug("%d objects in %.2f s (%s)", len(particles), seconds, detector.label)
@@ -182,6 +197,17 @@ def _particles(cleaned: np.ndarray, detector: Detector, options: AnalysisOptions
     detections = apply_exclusions(cleaned, detections, options=options.exclusion, focus_scores=focus)
     return measure_particles(cleaned, detections, focus_scores=focus,
                              border_margin_px=max(1, int(round(border_margin_px))))
+
+
+def _resized_pass(cleaned: np.ndarray, detector: Detector, options: AnalysisOptions, factor: float
+                  ) -> list[Particle]:
+    """One pass over ``cleaned`` resized by ``factor`` (``factor`` 1.0: the image itself), particles in the
+    image's own pixels; the exclusions' pixel limits keep their meaning there (``analysis.rescale``)."""
+    if factor == 1.0:
+        return _particles(cleaned, detector, options)
+    scaled = dataclasses.replace(options, exclusion=scaled_exclusion(options.exclusion, factor))
+    return [scaled_particle(p, factor, cleaned.shape)
+            for p in _particles(resized(cleaned, factor), detector, scaled, border_margin_px=factor)]
 
 
 def analyze_bytes(data: bytes, *, name: str, detector: Detector, options: AnalysisOptions | None = None,

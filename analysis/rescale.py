@@ -17,6 +17,11 @@ exclusion limits given in pixels (the dust limit, the widest fibre) keep their m
 (:func:`scaled_exclusion`), so a minimum size set on the Settings screen means the same in both passes. The result
 replaces the ordinary pass; the image's notes say so.
 
+A QC lead whose microscope shows crystals much larger than the model was made for (a higher magnification, or an
+oversampling camera: outlines soft even in focus) sets the calibration profile's *analysis scale* instead
+(``AnalysisOptions.scale``, e.g. 0.5): the image is then analysed resized by that factor in one pass, mapped back the
+same way, and the automatic rule does not apply (:func:`chosen_factor`).
+
 Chosen on the real development tiles (as stored and re-imaged at 0.5 / 0.6 / 0.75 / 1.5 x) and the rendered tuning
 sets; figures in the README (*Small-crystal images*). Enlarging is capped at :data:`MAX_UPSCALED_PIXELS`; an image too
 large to enlarge by at least :data:`MIN_UPSCALE` keeps its ordinary pass.
@@ -46,6 +51,8 @@ UPSCALE = 2.0
 MAX_UPSCALED_PIXELS = 24_000_000
 #: Least worthwhile enlargement (below it the ordinary pass stands).
 MIN_UPSCALE = 1.25
+#: Range of an analysis scale set by the QC lead (``AnalysisOptions.scale``).
+MIN_SCALE, MAX_SCALE = 0.25, 4.0
 #: Classes whose size says how large the image's crystals are.
 CRYSTAL_LIKE = ("crystal", "agglomerate")
 
@@ -62,16 +69,28 @@ def upscale_factor(particles: Sequence[Particle], shape: tuple[int, int]) -> flo
     return factor if factor >= MIN_UPSCALE else 1.0
 
 
-def enlarged(image: np.ndarray, factor: float) -> np.ndarray:
-    """``image`` (float32 (H, W) in [0, 1]) enlarged by ``factor`` (bicubic, clipped back to [0, 1])."""
+def chosen_factor(scale: float, shape: tuple[int, int]) -> float:
+    """The resize factor for an analysis scale set by the QC lead (a calibration profile's ``analysis_scale``):
+    ``scale`` itself when it reduces the image; when it enlarges, at most what :data:`MAX_UPSCALED_PIXELS` allows
+    (1.0 = no resize, when that is below :data:`MIN_UPSCALE`)."""
+    if scale <= 1.0:
+        return scale
+    factor = min(scale, math.sqrt(MAX_UPSCALED_PIXELS / max(1, shape[0] * shape[1])))
+    return factor if factor >= MIN_UPSCALE else 1.0
+
+
+def resized(image: np.ndarray, factor: float) -> np.ndarray:
+    """``image`` (float32 (H, W) in [0, 1]) resized by ``factor``: bicubic when enlarging (clipped back to
+    [0, 1]), pixel-area averaging when reducing."""
     h, w = image.shape
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    out = cv2.resize(np.asarray(image, np.float32), size, interpolation=cv2.INTER_CUBIC)
+    method = cv2.INTER_CUBIC if factor > 1.0 else cv2.INTER_AREA
+    out = cv2.resize(np.asarray(image, np.float32), size, interpolation=method)
     return np.clip(out, 0.0, 1.0, out=out)
 
 
 def scaled_particle(p: Particle, factor: float, shape: tuple[int, int]) -> Particle:
-    """A particle measured on an image enlarged by ``factor``, in the pixels of the original ``shape`` (H, W):
+    """A particle measured on an image resized by ``factor``, in the pixels of the original ``shape`` (H, W):
     the enclosing box (x_max / y_max exclusive, inside the image), lengths / factor, area / factor²."""
     h, w = shape
     x0, y0 = min(w - 1, int(math.floor(p.x_min / factor))), min(h - 1, int(math.floor(p.y_min / factor)))
@@ -83,7 +102,7 @@ def scaled_particle(p: Particle, factor: float, shape: tuple[int, int]) -> Parti
 
 
 def scaled_exclusion(options: ExclusionOptions, factor: float) -> ExclusionOptions:
-    """``options`` for an image enlarged by ``factor``: the pixel limits (dust area, fibre width) scaled so they
+    """``options`` for an image resized by ``factor``: the pixel limits (dust area, fibre width) scaled so they
     cover the same part of the original image; the ratios and the focus and confidence thresholds unchanged."""
     return dataclasses.replace(options, min_area_px=options.min_area_px * factor**2,
                                fibre_width_max_px=options.fibre_width_max_px * factor)

@@ -4,7 +4,8 @@ Schema (version 3)::
 
     {"version": 3,
      "profiles": [{"name": str, "um_per_px": float, "microscope": str, "objective": str,
-                   "calibrated_on": "YYYY-MM-DD" | "", "note": str}, ...],
+                   "calibrated_on": "YYYY-MM-DD" | "", "note": str,
+                   "analysis_scale": float}, ...],   # [0.25, 4], 1 = automatic; missing in older files = 1
      "default_profile": str,            # name of a profile; "" = uncalibrated (sizes in px)
      "confidence_threshold": float,     # [0, 1]      detector confidence below which an object is excluded
      "min_ecd_px": float,               # [0, 100]    px ECD below which an object is dust (0 = keep everything)
@@ -50,6 +51,7 @@ from analysis.errors import CrystalQCError
 from analysis.exclude import ExclusionOptions
 from analysis.io import DEFAULT_MAX_PIXELS
 from analysis.pipeline import AnalysisOptions
+from analysis.rescale import MAX_SCALE, MIN_SCALE
 from analysis.preprocess import CleaningOptions
 from ui.analyses import clean_label
 from vault import EntryNotFoundError, Vault
@@ -103,6 +105,9 @@ class CalibrationProfile:
     """One microscope/objective calibration: ``um_per_px`` micrometres per pixel of the analysed image.
 
     Text fields are stored stripped; ``calibrated_on`` is an ISO date ("2026-03-01") or "" (unknown).
+    ``analysis_scale``: images of this microscope are analysed resized by this factor (``AnalysisOptions.scale``),
+    e.g. 0.5 where crystals look twice as large as the shipped model was made for (a higher magnification, an
+    oversampling camera: outlines soft even in focus); 1 = their own size, small crystals enlarged automatically.
 
     Raises:
         SettingsError: empty or invalid name, um_per_px not in (0, 1e4), bad date or text (message names the field).
@@ -114,6 +119,7 @@ class CalibrationProfile:
     objective: str = ""
     calibrated_on: str = ""
     note: str = ""
+    analysis_scale: float = 1.0
 
     def __post_init__(self) -> None:
         try:
@@ -127,6 +133,10 @@ class CalibrationProfile:
         if not (_is_number(um) and 0.0 < um < MAX_PIXEL_SIZE_UM):
             raise SettingsError(f"The pixel size of profile '{name}' must be a number of µm per pixel above 0 and "
                                 f"below {MAX_PIXEL_SIZE_UM:g}.")
+        scale = self.analysis_scale
+        if not (_is_number(scale) and MIN_SCALE <= scale <= MAX_SCALE):
+            raise SettingsError(f"The analysis scale of profile '{name}' must be a number from {MIN_SCALE:g} to "
+                                f"{MAX_SCALE:g} (1 = the image's own size).")
         day = self.calibrated_on
         if not isinstance(day, str):
             raise SettingsError("The calibration date must be text (YYYY-MM-DD).")
@@ -139,6 +149,7 @@ class CalibrationProfile:
                                     ) from None
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "um_per_px", float(um))
+        object.__setattr__(self, "analysis_scale", float(scale))
         object.__setattr__(self, "calibrated_on", day)
         for field, value in texts.items():
             object.__setattr__(self, field, value)
@@ -305,7 +316,7 @@ def analysis_options(settings: AppSettings, *, profile: str | None = None) -> An
     """The AnalysisOptions these settings stand for.
 
     profile: None = ``settings.default_profile``; "" = uncalibrated (sizes in px); else a profile name.
-    Maps: pixel_size_um <- the profile's um_per_px; include_border; cleaning.strength <- cleaning_strength;
+    Maps: pixel_size_um <- the profile's um_per_px; scale <- its analysis_scale; include_border; cleaning.strength <- cleaning_strength;
     exclusion.confidence_threshold, .focus_threshold, .min_area_px <- pi / 4 * min_ecd_px²;
     max_pixels <- max_megapixels * 1e6. Everything else keeps the pipeline's defaults.
 
@@ -314,9 +325,10 @@ def analysis_options(settings: AppSettings, *, profile: str | None = None) -> An
     """
     check_settings(settings)
     name = settings.default_profile if profile is None else profile
-    pixel_size = None if name == "" else _require(settings, name).um_per_px
+    chosen = None if name == "" else _require(settings, name)
     return AnalysisOptions(
-        pixel_size_um=pixel_size,
+        pixel_size_um=None if chosen is None else chosen.um_per_px,
+        scale=1.0 if chosen is None else chosen.analysis_scale,
         include_border=settings.include_border,
         cleaning=dataclasses.replace(CleaningOptions(), strength=float(settings.cleaning_strength)),
         exclusion=dataclasses.replace(ExclusionOptions(), confidence_threshold=float(settings.confidence_threshold),
@@ -331,9 +343,11 @@ UNCALIBRATED_LABEL = "Uncalibrated (sizes in px)"
 
 
 def profile_rows(settings: AppSettings) -> list[dict]:
-    """One row per profile for a table: name, µm per px, microscope, objective, calibrated on, note, default."""
+    """One row per profile for a table: name, µm per px, microscope, objective, calibrated on, analysis scale,
+    note, default."""
     return [{"name": p.name, "µm per px": p.um_per_px, "microscope": p.microscope, "objective": p.objective,
-             "calibrated on": p.calibrated_on, "note": p.note, "default": p.name == settings.default_profile}
+             "calibrated on": p.calibrated_on, "analysis scale": p.analysis_scale, "note": p.note,
+             "default": p.name == settings.default_profile}
             for p in settings.profiles]
 
 

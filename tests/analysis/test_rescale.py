@@ -8,7 +8,7 @@ import pytest
 
 from analysis import rescale
 from analysis.records import Particle
-from analysis.rescale import enlarged, scaled_exclusion, scaled_particle, upscale_factor
+from analysis.rescale import chosen_factor, resized, scaled_exclusion, scaled_particle, upscale_factor
 
 
 def particle(ecd: float, *, reason: str | None = None, cls: str = "crystal", box=(10, 20, 30, 44)) -> Particle:
@@ -81,10 +81,10 @@ def test_scaled_particle_stays_inside_the_image():
 def test_enlarged_keeps_range_dtype_and_size():
     rng = np.random.default_rng(0)
     img = (rng.random((31, 47)) > 0.5).astype(np.float32)  # hard steps make bicubic overshoot
-    out = enlarged(img, 2.0)
+    out = resized(img, 2.0)
     assert out.shape == (62, 94) and out.dtype == np.float32
     assert out.min() >= 0.0 and out.max() <= 1.0
-    assert enlarged(img, 1.5).shape == (round(31 * 1.5), round(47 * 1.5))
+    assert resized(img, 1.5).shape == (round(31 * 1.5), round(47 * 1.5))
 
 
 def test_pixel_limits_keep_their_meaning_in_the_images_own_pixels():
@@ -165,3 +165,46 @@ def test_an_image_of_ordinary_crystals_is_analysed_once():
     assert not auto.meta.notes
     assert auto.particles == single.particles
     assert len(counted_centres(auto)) == len(centres)
+
+
+# --- an analysis scale set by the QC lead ------------------------------------------------------------------------
+
+def test_chosen_factor_reduces_as_asked_and_enlarges_within_the_cap():
+    assert chosen_factor(0.5, SHAPE) == 0.5
+    assert chosen_factor(2.0, SHAPE) == 2.0
+    assert chosen_factor(2.0, (3000, 4000)) == pytest.approx(math.sqrt(rescale.MAX_UPSCALED_PIXELS / 12e6))
+    assert chosen_factor(4.0, (6000, 8000)) == 1.0  # cannot be enlarged by 1.25 within the cap
+
+
+def test_resized_reduces_by_area_averaging():
+    img = np.zeros((40, 60), np.float32)
+    img[:, 1::2] = 1.0  # one-pixel stripes average to grey, not to aliased stripes
+    out = resized(img, 0.5)
+    assert out.shape == (20, 30)
+    assert np.allclose(out, 0.5, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.2, 4.5, float("nan")])
+def test_an_analysis_scale_out_of_range_is_refused(scale):
+    from analysis.pipeline import AnalysisOptions
+
+    with pytest.raises(ValueError, match="analysis scale"):
+        AnalysisOptions(scale=scale)
+
+
+def test_an_analysis_scale_of_one_half_analyses_large_crystals_at_half_size():
+    from analysis.pipeline import AnalysisOptions, ClassicalDetector, analyze_image
+    from analysis.records import ImageMeta
+
+    img, centres = crystal_field(2, radius=(26.0, 34.0), n=8, h=640, w=800)
+    meta = ImageMeta(format="png", width=800, height=640, bit_depth=8, channels=1)
+    own = analyze_image(img, name="big.png", meta=meta, detector=ClassicalDetector(), keep_cleaned=False)
+    half = analyze_image(img, name="big.png", meta=meta, detector=ClassicalDetector(),
+                         options=AnalysisOptions(scale=0.5), keep_cleaned=False)
+    assert not own.meta.notes and any("analysis scale" in note for note in half.meta.notes)
+    for result in (own, half):
+        found = counted_centres(result)
+        assert len(found) == len(centres)
+        assert np.hypot(*(found[:, None, :] - centres[None, :, :]).transpose(2, 0, 1)).min(axis=1).max() < 3.0
+    ecd = [np.median([p.ecd_px for p in r.particles if p.counted]) for r in (own, half)]
+    assert ecd[1] == pytest.approx(ecd[0], rel=0.08)  # sizes in the image's own pixels either way

@@ -65,7 +65,7 @@ def test_user_name_rules():
 # ------------------------------------------------------------------------------------------------ settings
 ZEISS = CalibrationProfile("Axio 10x", 0.65, microscope="Axio Imager", objective="10x", calibrated_on="2026-03-01",
                            note="stage micrometer 10 µm")
-OLYMPUS = CalibrationProfile("BX53 40x", 0.1625, microscope="BX53", objective="40x")
+OLYMPUS = CalibrationProfile("BX53 40x", 0.1625, microscope="BX53", objective="40x", analysis_scale=0.5)
 
 
 def test_settings_json_round_trip():
@@ -78,9 +78,9 @@ def test_settings_json_round_trip():
         "idle_lock_minutes": 5.0, "default_profile": "BX53 40x", "confidence_threshold": 0.4, "min_ecd_px": 12.5,
         "focus_threshold": 2.0, "cleaning_strength": 0.5, "max_megapixels": 20.0,
         "profiles": [{"name": "Axio 10x", "um_per_px": 0.65, "microscope": "Axio Imager", "objective": "10x",
-                      "calibrated_on": "2026-03-01", "note": "stage micrometer 10 µm"},
+                      "calibrated_on": "2026-03-01", "note": "stage micrometer 10 µm", "analysis_scale": 1.0},
                      {"name": "BX53 40x", "um_per_px": 0.1625, "microscope": "BX53", "objective": "40x",
-                      "calibrated_on": "", "note": ""}]}
+                      "calibrated_on": "", "note": "", "analysis_scale": 0.5}]}
     assert settings_from_json(raw) == s
     assert settings_from_json(settings_to_json(DEFAULTS)) == DEFAULTS
 
@@ -179,6 +179,10 @@ def test_inconsistent_profiles_are_not_written():
     (dict(name="p", um_per_px=1.0, calibrated_on=20260301), "date must be text"),
     (dict(name="p", um_per_px=1.0, objective="10\nx"), "objective"),
     (dict(name="p", um_per_px=1.0, note="n" * 81), "note is too long"),
+    (dict(name="p", um_per_px=1.0, analysis_scale=0.2), "analysis scale"),
+    (dict(name="p", um_per_px=1.0, analysis_scale=4.5), "analysis scale"),
+    (dict(name="p", um_per_px=1.0, analysis_scale=float("nan")), "analysis scale"),
+    (dict(name="p", um_per_px=1.0, analysis_scale="0.5"), "analysis scale"),
 ])
 def test_profile_validation(kwargs, match):
     with pytest.raises(SettingsError, match=match):
@@ -237,6 +241,8 @@ def test_analysis_options_maps_every_setting():
                                               min_area_px=round(math.pi * 100.0, 6))
     assert o.max_pixels == 12_500_000
     assert (o.classical, o.max_bytes) == (AnalysisOptions().classical, AnalysisOptions().max_bytes)
+    assert o.scale == 1.0 and analysis_options(s, profile="BX53 40x").scale == 0.5
+    assert analysis_options(s, profile="").scale == 1.0  # uncalibrated: the image's own size
     assert analysis_options(s, profile="BX53 40x").pixel_size_um == 0.1625
     assert analysis_options(s, profile=" BX53 40x ").pixel_size_um == 0.1625
     assert analysis_options(s, profile="").pixel_size_um is None
@@ -324,3 +330,11 @@ def test_migrate_stored_settings_writes_version_3_once_and_audits_it(tmp_path):
         assert migrate_stored_settings(vault, user="lead") == {}
         assert load_settings(vault).confidence_threshold == LEGACY_CONFIDENCE_THRESHOLD
         assert len([r for r in vault.audit.entries() if r.event == "settings_migrated"]) == 1
+
+
+def test_a_stored_profile_without_an_analysis_scale_loads_at_the_images_own_size():
+    doc = json.loads(settings_to_json(AppSettings(profiles=(ZEISS,), default_profile="Axio 10x")))
+    del doc["profiles"][0]["analysis_scale"]  # written before session 12
+    loaded = settings_from_json(json.dumps(doc).encode())
+    assert loaded.profiles == (ZEISS,) and loaded.profiles[0].analysis_scale == 1.0
+    assert analysis_options(loaded).scale == 1.0

@@ -38,7 +38,8 @@ def submit_profile(at, *, name: str | None = None, um: float | None = None, **fi
         at.number_input(key="profile_um_per_px").set_value(um)
     for key, value in fields.items():
         widget = at.date_input(key=key) if key == "profile_date" else (
-            at.checkbox(key=key) if key == "profile_make_default" else at.text_input(key=key))
+            at.checkbox(key=key) if key == "profile_make_default" else
+            at.number_input(key=key) if key == "profile_scale" else at.text_input(key=key))
         widget.set_value(value)
     [button] = [b for b in at.button if b.label == "Save profile"]
     button.click()
@@ -229,3 +230,14 @@ def test_a_refused_change_snaps_back(at, vault_path, monkeypatch):
     assert "Not saved: disk full" in errors(at)[0]
     assert at.slider(key="set_confidence").value == DEFAULTS.confidence_threshold
     assert saved(vault_path) == DEFAULTS
+
+
+def test_a_profile_can_set_an_analysis_scale_and_it_reaches_the_analysis(at, vault_path):
+    assert at.number_input(key="profile_scale").value == 1.0 and at.number_input(key="profile_scale").help
+    submit_profile(at, name="BX53 40x", um=0.1625, profile_scale=0.5, profile_make_default=True)
+    assert errors(at) == []
+    prefs = saved(vault_path)
+    assert prefs.profiles[0].analysis_scale == 0.5
+    assert analysis_options(prefs).scale == 0.5
+    [row] = at.dataframe[0].value.to_dict("records")
+    assert row["analysis scale"] == 0.5
