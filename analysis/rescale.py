@@ -65,8 +65,7 @@ def upscale_factor(particles: Sequence[Particle], shape: tuple[int, int]) -> flo
         return 1.0
     if median(sizes) >= SMALL_MEDIAN_ECD_PX or median(counted) >= SMALL_COUNTED_MEDIAN_ECD_PX:
         return 1.0
-    factor = min(UPSCALE, math.sqrt(MAX_UPSCALED_PIXELS / max(1, shape[0] * shape[1])))
-    return factor if factor >= MIN_UPSCALE else 1.0
+    return chosen_factor(UPSCALE, shape)
 
 
 def chosen_factor(scale: float, shape: tuple[int, int]) -> float:
