@@ -13,7 +13,12 @@ interpolation down, cubic up); ``contrast`` scales grey levels around the image 
 (px: slight defocus of the whole frame); ``jpeg`` re-encodes at that quality. ``none`` is the image as stored.
 
 Run: .venv/bin/python bench/robustness.py [--detector onnx|classical ...] [--only scale0.5,contrast0.5]
-     [--synthetic N] [--min-ecd PX]
+     [--synthetic N] [--min-ecd PX] [--no-upscale] [--analysis-scale S]
+
+``--only`` takes any transform written as kind + value (``scale0.55``), not only the default list.
+``--no-upscale`` analyses every image in one pass at its own size (``AnalysisOptions.upscale_small=False``: no
+automatic enlargement of small-crystal images); ``--analysis-scale`` sets a calibration profile's analysis scale
+(``AnalysisOptions.scale``), e.g. 0.5 with ``--only scale2``.
 The real tiles are only measured here, never trained on and never copied into the repository.
 """
 from __future__ import annotations
@@ -45,6 +50,22 @@ TRANSFORMS: tuple[tuple[str, float], ...] = (
 
 def transform_name(kind: str, value: float) -> str:
     return kind if kind == "none" else f"{kind}{value:g}"
+
+
+KINDS = ("scale", "contrast", "gamma", "noise", "blur", "jpeg")
+
+
+def parse_transform(name: str) -> tuple[str, float]:
+    """``"scale0.55"`` -> ("scale", 0.55); ``"none"`` -> ("none", 0). Raises ValueError for anything else."""
+    if name == "none":
+        return ("none", 0)
+    for kind in KINDS:
+        if name.startswith(kind):
+            try:
+                return (kind, float(name[len(kind):]))
+            except ValueError:
+                break
+    raise ValueError(f"unknown transform {name!r} (kind + value, e.g. scale0.5, or none)")
 
 
 def transform_grey(img: np.ndarray, kind: str, value: float, *, seed: int = 0) -> np.ndarray:
@@ -115,10 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated transform names, e.g. none,scale0.5")
     ap.add_argument("--synthetic", type=int, default=0, help="also N held-out renderings per difficulty")
     ap.add_argument("--min-ecd", type=float, default=None, help="minimum size (px ECD) instead of the default")
+    ap.add_argument("--no-upscale", action="store_true", help="no automatic enlargement of small-crystal images")
+    ap.add_argument("--analysis-scale", type=float, default=1.0, help="resize every image by this factor first")
     args = ap.parse_args(argv)
-    wanted = {w for w in args.only.split(",") if w}
-    transforms = [t for t in TRANSFORMS if not wanted or transform_name(*t) in wanted]
-    options = AnalysisOptions(include_border=True)
+    wanted = [w for w in args.only.split(",") if w]
+    try:
+        transforms = [parse_transform(w) for w in wanted] if wanted else list(TRANSFORMS)
+    except ValueError as e:
+        ap.error(str(e))
+    options = AnalysisOptions(include_border=True, upscale_small=not args.no_upscale, scale=args.analysis_scale)
     if args.min_ecd is not None:
         options = dataclasses.replace(options, exclusion=dataclasses.replace(
             options.exclusion, min_area_px=area_from_ecd(args.min_ecd)))
@@ -132,7 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               size=(1280, 1024))), 0.5, True))
     for kind in args.detector or ["onnx"]:
         detector = make_detector(kind, model_path=args.model)
-        print(f"\n{detector.label}" + (f", minimum size {args.min_ecd:g} px ECD" if args.min_ecd is not None else ""))
+        print(f"\n{detector.label}" + (f", minimum size {args.min_ecd:g} px ECD" if args.min_ecd is not None else "")
+              + (", no automatic enlargement" if args.no_upscale else "")
+              + (f", analysis scale {args.analysis_scale:g}" if args.analysis_scale != 1.0 else ""))
         print(HEADER + "  misses: where they went")
         for set_name, items, iou, classes in sets:
             for t in transforms:

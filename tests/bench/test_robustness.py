@@ -56,3 +56,16 @@ def test_other_transforms_keep_the_truth_and_change_only_the_grey_levels(kind, v
 def test_an_unknown_transform_is_refused():
     with pytest.raises(ValueError, match="unknown transform"):
         robustness.transform_grey(np.zeros((8, 8), np.uint8), "rotate", 90)
+
+
+@pytest.mark.parametrize("name, parsed", [("none", ("none", 0)), ("scale0.55", ("scale", 0.55)),
+                                          ("contrast0.5", ("contrast", 0.5)), ("jpeg50", ("jpeg", 50.0))])
+def test_any_transform_can_be_named(name, parsed):
+    assert robustness.parse_transform(name) == parsed
+    assert robustness.transform_name(*parsed) == name
+
+
+@pytest.mark.parametrize("bad", ["rotate90", "scale", "scalex", ""])
+def test_unknown_transform_names_are_refused(bad):
+    with pytest.raises(ValueError, match="unknown transform"):
+        robustness.parse_transform(bad)
