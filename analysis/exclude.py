@@ -15,6 +15,10 @@ exclusions. Rules, checked in this order (the first that matches names the reaso
                     crystal outlines are polygons.
 ``out_of_focus``    ``analysis.focus.focus_score`` (ECD / outline edge width) < ``focus_threshold``: the outline blur
                     is a large fraction of the particle's size - a crystal at another depth, or soft debris.
+``faint``           the same rule where the score is 0: the object barely differs from its surroundings (contrast
+                    below ``analysis.focus.MIN_CONTRAST_FRACTION`` of the background, or no gradient at all), so it has
+                    no outline to measure - a patch of background, a ghost. Told apart from ``out_of_focus`` so that
+                    a technician does not look for blur on an object that is simply not there.
 ``low_confidence``  detector confidence < ``confidence_threshold``.
 
 "Overlap across depths is not agglomeration": the detectors outline in-focus objects by their sharp edges, and a
@@ -148,7 +152,7 @@ def exclusion_reason(
     if focus is None:
         focus = focus_score(image, det.mask, x_min=det.x_min, y_min=det.y_min)
     if focus < options.focus_threshold:
-        return "out_of_focus"
+        return "faint" if focus == 0.0 else "out_of_focus"
     if det.confidence < options.confidence_threshold:
         return "low_confidence"
     return None

@@ -19,7 +19,8 @@ COLOURS_RGB: dict[str, tuple[int, int, int]] = {
     "border": (86, 180, 233),  # sky blue: counted only with include_border
 }
 
-_REASON_TAGS = {"dust": "D", "fibre": "F", "bubble": "B", "out_of_focus": "OOF", "low_confidence": "LC"}
+_REASON_TAGS = {"dust": "D", "fibre": "F", "bubble": "B", "out_of_focus": "OOF", "faint": "FT",
+                "low_confidence": "LC"}
 
 
 def _state(p: Particle, include_border: bool) -> str:
@@ -36,8 +37,8 @@ def render_overlay(image: np.ndarray, particles: Sequence[Particle], *, include_
     """Draw particle boxes on a grey image.
 
     image: float32 (H, W) in [0, 1]. show: which states to draw among 'crystal', 'agglomerate', 'border' and
-    'excluded'. Excluded objects get a short reason tag (D dust, F fibre, B bubble, OOF out of focus, LC low
-    confidence). max_side_px: downscale the result so its longer side is at most this (for quick previews).
+    'excluded'. Excluded objects get a short reason tag (D dust, F fibre, B bubble, OOF out of focus, FT faint,
+    LC low confidence). max_side_px: downscale the result so its longer side is at most this (for quick previews).
     Returns a new RGB uint8 array; the input is not modified.
     """
     grey = np.clip(np.asarray(image, dtype=np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)

@@ -18,6 +18,7 @@ EXCLUSION_REASONS: tuple[str, ...] = (
     "fibre",  # long and thin: fibre or scratch
     "bubble",  # round, thick dark ring with a bright centre
     "out_of_focus",  # blurred crystal at another depth (focus score below threshold)
+    "faint",  # no measurable outline: contrast below the focus score's floor (analysis.focus.MIN_CONTRAST_FRACTION)
     "low_confidence",  # detector confidence below threshold
 )
 

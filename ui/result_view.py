@@ -135,7 +135,8 @@ def _render_images(result: ImageResult, *, original: Callable[[], np.ndarray] | 
                caption=("Original image (before cleaning)" if show_original else "Cleaned image") + where)
     right.image(overlay, width="stretch",
                 caption="Detections: green crystal · orange agglomerate · blue on border (not counted)"
-                        " · red excluded (D dust, F fibre, B bubble, OOF out of focus, LC low confidence)" + where)
+                        " · red excluded (D dust, F fibre, B bubble, OOF out of focus, FT too faint,"
+                        " LC low confidence)" + where)
     if "excluded" in shown:
         table = excluded_table([result])
         if table.empty:

@@ -77,8 +77,9 @@ def test_focus_score_is_higher_for_the_sharp_copy_and_independent_of_contrast():
 
 @pytest.mark.parametrize("background", [BG, 0.4])
 def test_an_object_fainter_than_the_visibility_floor_has_no_edge_and_is_excluded(background):
-    """A sharp disk whose contrast is just below MIN_CONTRAST_FRACTION of the background scores 0 (out of focus);
-    the same disk just above it is an in-focus crystal, on a bright and on a dim background."""
+    """A sharp disk whose contrast is just below MIN_CONTRAST_FRACTION of the background scores 0 and is excluded
+    as faint (not as out of focus: it is sharp, just not there enough); the same disk just above it is an in-focus
+    crystal, on a bright and on a dim background."""
     def scene(fraction):
         big = np.full((120 * SS, 120 * SS), background, np.float32)
         disk(60, 60, 20, background * (1 - fraction))(big, SS)
@@ -91,7 +92,8 @@ def test_an_object_fainter_than_the_visibility_floor_has_no_edge_and_is_excluded
                     confidence=0.9)
     assert edge_width_px(faint, det.mask, x_min=38, y_min=38) == float("inf")
     assert focus_score(faint, det.mask, x_min=38, y_min=38) == 0.0
-    assert exclusion_reason(faint, det) == "out_of_focus"
+    assert exclusion_reason(faint, det) == "faint"
+    assert exclusion_reason(faint, det, options=ExclusionOptions(focus_threshold=0.0)) is None  # focus check off
     assert focus_score(visible, det.mask, x_min=38, y_min=38) > 3 * ExclusionOptions().focus_threshold
     assert exclusion_reason(visible, det) is None
 

@@ -358,5 +358,5 @@ def test_excluded_objects_are_listed_with_their_reason_on_demand(app):
     at.toggle(key="analyze_show_excluded").set_value(True).run()
     [table] = [d.value for d in at.dataframe if "reason" in d.value.columns]
     assert len(table) == int(metrics(at)["Excluded"])
-    assert set(table["reason"]) <= {"dust", "fibre", "bubble", "out_of_focus", "low_confidence", "on_border"}
+    assert set(table["reason"]) <= {"dust", "fibre", "bubble", "out_of_focus", "faint", "low_confidence", "on_border"}
     assert len(table["reason"].dropna()) == len(table)
