@@ -93,7 +93,8 @@ def scaled_particle(p: Particle, factor: float, shape: tuple[int, int]) -> Parti
     the enclosing box (x_max / y_max exclusive, inside the image), lengths / factor, area / factor²."""
     h, w = shape
     x0, y0 = min(w - 1, int(math.floor(p.x_min / factor))), min(h - 1, int(math.floor(p.y_min / factor)))
-    x1, y1 = max(x0 + 1, min(w, int(math.ceil(p.x_max / factor)))), max(y0 + 1, min(h, int(math.ceil(p.y_max / factor))))
+    x1 = max(x0 + 1, min(w, int(math.ceil(p.x_max / factor))))
+    y1 = max(y0 + 1, min(h, int(math.ceil(p.y_max / factor))))
     return dataclasses.replace(
         p, x_min=x0, y_min=y0, x_max=x1, y_max=y1, area_px=p.area_px / factor**2,
         perimeter_px=p.perimeter_px / factor, ecd_px=p.ecd_px / factor, feret_max_px=p.feret_max_px / factor,

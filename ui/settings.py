@@ -51,8 +51,8 @@ from analysis.errors import CrystalQCError
 from analysis.exclude import ExclusionOptions
 from analysis.io import DEFAULT_MAX_PIXELS
 from analysis.pipeline import AnalysisOptions
-from analysis.rescale import MAX_SCALE, MIN_SCALE
 from analysis.preprocess import CleaningOptions
+from analysis.rescale import MAX_SCALE, MIN_SCALE
 from ui.analyses import clean_label
 from vault import EntryNotFoundError, Vault
 
@@ -316,7 +316,8 @@ def analysis_options(settings: AppSettings, *, profile: str | None = None) -> An
     """The AnalysisOptions these settings stand for.
 
     profile: None = ``settings.default_profile``; "" = uncalibrated (sizes in px); else a profile name.
-    Maps: pixel_size_um <- the profile's um_per_px; scale <- its analysis_scale; include_border; cleaning.strength <- cleaning_strength;
+    Maps: pixel_size_um <- the profile's um_per_px; scale <- its analysis_scale; include_border;
+    cleaning.strength <- cleaning_strength;
     exclusion.confidence_threshold, .focus_threshold, .min_area_px <- pi / 4 * min_ecd_px²;
     max_pixels <- max_megapixels * 1e6. Everything else keeps the pipeline's defaults.
 
