@@ -2,7 +2,12 @@
 
     python -m detection.evaluate [--detector classical|onnx|auto ...] [--model FILE]
                                  [--synthetic N] [--seed S] [--difficulty easy,medium,hard] [--size WxH]
-                                 [--real DIR] [--iou 0.5] [--real-iou 0.3]
+                                 [--real DIR] [--no-frames] [--iou 0.5] [--real-iou 0.3]
+
+The real tiles are also put back together into the micrographs they were cut from (``real-frames``: tiles named
+``<frame>_<row>_<col>``, adjacent without overlap, their label masks stitched the same way so that a crystal cut by a
+tile edge is one object again): the pipeline then sees whole frames (2224 x 2000 for the development set), as a plant
+would give it, with its tiling, seams and half-scale pass at work.
 
 Every detector named with --detector is run on the same images in the same run, so rows compare directly.
 Metrics (all class-agnostic except class accuracy):
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -73,6 +79,71 @@ def real_set(folder: Path) -> list[LabelledImage]:
             boxes=np.array([o["bbox"] for o in objs], float).reshape(-1, 4),
             classes=tuple("crystal" for _ in objs),
             ecd_px=np.array([o["ecd_px"] for o in objs], float)))
+    return items
+
+
+_TILE_NAME = re.compile(r"^(?P<frame>.+)_(?P<row>\d+)_(?P<col>\d+)\.(?:jpe?g|png|tiff?)$", re.IGNORECASE)
+#: Smallest labelled object (px) in the real tiles' ``truth.json`` (connected components of the label mask).
+REAL_MIN_OBJECT_PX = 20
+
+
+def real_frames(folder: Path) -> list[LabelledImage]:
+    """The real tiles stitched back into whole frames, with truth from the stitched label masks (module docstring).
+
+    Only frames whose tiles form a complete grid (every row and column present, one height per row and one width
+    per column, a ``<tile>_mask.png`` beside each) are returned, PNG-encoded (lossless: the tiles' own pixels);
+    objects are 8-connected components of the stitched mask of at least :data:`REAL_MIN_OBJECT_PX` pixels, as in
+    ``truth.json``. Returns an empty list when the tiles do not follow the naming.
+    """
+    from PIL import Image  # the label masks are palette PNGs: their indices, not their colours, are the labels
+
+    truth = json.loads((folder / "truth.json").read_text(encoding="utf-8"))
+    grids: dict[str, dict[tuple[int, int], str]] = {}
+    for name in truth:
+        m = _TILE_NAME.match(name)
+        if m:
+            grids.setdefault(m["frame"], {})[(int(m["row"]), int(m["col"]))] = name
+    items = []
+    for frame in sorted(grids):
+        tiles = grids[frame]
+        rows = 1 + max(r for r, _ in tiles)
+        cols = 1 + max(c for _, c in tiles)
+        if len(tiles) != rows * cols:
+            continue
+        grey, label = [], []
+        for r in range(rows):
+            row_img, row_mask = [], []
+            for c in range(cols):
+                path = folder / tiles[(r, c)]
+                img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+                mask_path = path.with_name(path.stem + "_mask.png")
+                if img is None or not mask_path.is_file():
+                    break
+                with Image.open(mask_path) as mask_file:
+                    mask = np.asarray(mask_file) > 0
+                if mask.shape != img.shape:
+                    break
+                row_img.append(img)
+                row_mask.append(mask)
+            if len(row_img) != cols or len({a.shape[0] for a in row_img}) != 1:
+                break
+            grey.append(np.hstack(row_img))
+            label.append(np.hstack(row_mask))
+        if len(grey) != rows or len({a.shape[1] for a in grey}) != 1:
+            continue
+        image, mask = np.vstack(grey), np.vstack(label)
+        n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= REAL_MIN_OBJECT_PX]
+        x, y, w, h, area = (stats[keep, k].astype(float) for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP,
+                                                                     cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT,
+                                                                     cv2.CC_STAT_AREA))
+        ok, png = cv2.imencode(".png", image)
+        if not ok:
+            raise RuntimeError("PNG encoding failed")
+        items.append(LabelledImage(
+            name=f"{frame}.png", data=png.tobytes(),
+            boxes=np.stack([x, y, x + w, y + h], axis=1).reshape(-1, 4),
+            classes=tuple("crystal" for _ in keep), ecd_px=np.sqrt(4.0 * area / np.pi)))
     return items
 
 
@@ -188,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--difficulty", default="easy,medium,hard")
     ap.add_argument("--size", default="1280x1024")
     ap.add_argument("--real", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "real-dev")
+    ap.add_argument("--no-frames", action="store_true",
+                    help="skip the real tiles stitched back into whole frames (set 'real-frames')")
     ap.add_argument("--iou", type=float, default=0.5, help="IoU threshold on rendered sets")
     ap.add_argument("--real-iou", type=float, default=0.3, help="IoU threshold on the real tiles")
     args = ap.parse_args(argv)
@@ -200,12 +273,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             sets.append((f"synthetic-{diff}", items, args.iou))
     if args.real and (args.real / "truth.json").is_file():
         sets.append(("real", real_set(args.real), args.real_iou))
+        frames = [] if args.no_frames else real_frames(args.real)
+        if frames:
+            sets.append(("real-frames", frames, args.real_iou))
     else:
         print(f"note: no real tiles at {args.real}; skipped", file=sys.stderr)
     print(HEADER)
     for set_name, items, iou in sets:
         for det in detectors:
-            report = evaluate(det, items, set_name=set_name, iou_threshold=iou, score_classes=set_name != "real")
+            report = evaluate(det, items, set_name=set_name, iou_threshold=iou,
+                              score_classes=not set_name.startswith("real"))
             print(format_row(report), flush=True)
     return 0
 

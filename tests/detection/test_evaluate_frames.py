@@ -1,0 +1,97 @@
+"""detection.evaluate.real_frames: labelled tiles put back together into the frames they were cut from."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from detection.evaluate import real_frames, real_set
+
+TILE_H, TILE_W = 40, 60
+
+
+def _frame(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A noisy grey 80 x 120 frame and its label mask (palette indices 0 / 1 / 2): a bar across the vertical seam,
+    a blob across the horizontal seam, a crystal inside one tile and a 10 px speck below the size floor."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(150, 200, (2 * TILE_H, 2 * TILE_W)).astype(np.uint8)
+    mask = np.zeros(image.shape, np.uint8)
+    mask[10:16, 50:70] = 1   # 6 x 20 bar cut by the column seam at x = 60
+    mask[35:47, 90:100] = 2  # 12 x 10 blob cut by the row seam at y = 40 (other habit)
+    mask[55:65, 10:16] = 1   # 10 x 6 crystal inside the lower-left tile
+    mask[70:72, 100:105] = 1  # 10 px: below the 20 px floor of truth.json
+    image[mask > 0] = 60
+    return image, mask
+
+
+def _palette_png(indices: np.ndarray) -> Image.Image:
+    """A palette ("P") image whose pixel values are ``indices``, like the real tiles' label masks."""
+    return Image.frombytes("P", (indices.shape[1], indices.shape[0]), np.ascontiguousarray(indices).tobytes())
+
+
+def _write_tiles(folder, frame: str, image: np.ndarray, mask: np.ndarray, *, skip: tuple[int, int] | None = None
+                 ) -> dict:
+    truth = {}
+    for r in (0, 1):
+        for c in (0, 1):
+            if (r, c) == skip:
+                continue
+            name = f"{frame}_{r}_{c}.png"
+            tile = image[r * TILE_H:(r + 1) * TILE_H, c * TILE_W:(c + 1) * TILE_W]
+            labels = mask[r * TILE_H:(r + 1) * TILE_H, c * TILE_W:(c + 1) * TILE_W]
+            cv2.imwrite(str(folder / name), tile)
+            palette = _palette_png(labels)
+            palette.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] + [0] * (256 * 3 - 9))
+            palette.save(folder / f"{frame}_{r}_{c}_mask.png")
+            n, _, stats, _ = cv2.connectedComponentsWithStats((labels > 0).astype(np.uint8), connectivity=8)
+            truth[name] = [{"cls": "crystal", "bbox": [int(s[0]), int(s[1]), int(s[0] + s[2]), int(s[1] + s[3])],
+                            "area_px": int(s[4]), "ecd_px": float(np.sqrt(4 * s[4] / np.pi))}
+                           for s in stats[1:] if s[4] >= 20]
+    return truth
+
+
+def test_tiles_are_stitched_and_objects_cut_by_a_seam_become_one(tmp_path):
+    image, mask = _frame(1)
+    truth = _write_tiles(tmp_path, "F7", image, mask)
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+
+    frames = real_frames(tmp_path)
+
+    assert [f.name for f in frames] == ["F7.png"]
+    frame = frames[0]
+    decoded = cv2.imdecode(np.frombuffer(frame.data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    np.testing.assert_array_equal(decoded, image)  # lossless, tiles in their places
+    order = np.lexsort((frame.boxes[:, 0], frame.boxes[:, 1]))
+    np.testing.assert_array_equal(frame.boxes[order], [[50, 10, 70, 16], [90, 35, 100, 47], [10, 55, 16, 65]])
+    np.testing.assert_allclose(frame.ecd_px[order], np.sqrt(4 * np.array([120, 120, 60]) / np.pi))
+    assert frame.classes == ("crystal",) * 3
+    # the tiles themselves hold the two seam objects in pieces: 5 labelled pieces for 3 objects
+    assert sum(len(t.boxes) for t in real_set(tmp_path)) == 5
+
+
+def test_an_incomplete_grid_is_left_out_and_other_names_are_ignored(tmp_path):
+    image, mask = _frame(2)
+    truth = _write_tiles(tmp_path, "A", image, mask)
+    truth.update(_write_tiles(tmp_path, "B", image, mask, skip=(1, 1)))
+    cv2.imwrite(str(tmp_path / "loose.png"), image)
+    truth["loose.png"] = []
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+
+    assert [f.name for f in real_frames(tmp_path)] == ["A.png"]
+
+
+@pytest.mark.parametrize("broken", ["mask missing", "mask size"])
+def test_a_tile_without_a_matching_mask_leaves_its_frame_out(tmp_path, broken):
+    image, mask = _frame(3)
+    truth = _write_tiles(tmp_path, "C", image, mask)
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    target = tmp_path / "C_0_1_mask.png"
+    if broken == "mask missing":
+        target.unlink()
+    else:
+        _palette_png(np.zeros((TILE_H, TILE_W + 1), np.uint8)).save(target)
+
+    assert real_frames(tmp_path) == []
