@@ -16,6 +16,7 @@ Metrics (all class-agnostic except class accuracy):
 - mAP50: average precision at IoU 0.5, predictions ranked by confidence (all-point interpolation)
 - class accuracy: share of matched objects whose class (crystal / agglomerate) is right (rendered sets only)
 - D50 error: mean over images of |D50_pred - D50_true| / D50_true (number-weighted ECD from masks)
+- size: median over matched pairs of ECD_pred / ECD_true, the sizing bias of what is found (misses aside)
 Border-touching objects are counted here, because the truth labels include them.
 """
 from __future__ import annotations
@@ -66,6 +67,9 @@ class EvalReport:
     class_accuracy: float
     d50_error: float
     median_seconds: float
+    #: Median over matched pairs of (particle ECD / labelled ECD): the sizing bias of the objects found, apart from
+    #: what is missed (1.0 = unbiased; a merged pair or a halo reads > 1, a partial outline < 1).
+    size_ratio: float = float("nan")
 
 
 def real_set(folder: Path) -> list[LabelledImage]:
@@ -210,7 +214,7 @@ def evaluate(detector: Detector, items: Sequence[LabelledImage], *, set_name: st
     options = options or AnalysisOptions(include_border=True)
     preds, pred_scored, truths, seconds = [], [], [], []
     class_hits = class_total = 0
-    d50_errors = []
+    d50_errors, size_ratios = [], []
     for item in items:
         t0 = time.perf_counter()
         result = analyze_bytes(item.data, name=item.name, detector=detector, options=options, keep_cleaned=False)
@@ -225,6 +229,7 @@ def evaluate(detector: Detector, items: Sequence[LabelledImage], *, set_name: st
         if score_classes:
             class_hits += sum(kept[a].class_name == item.classes[b] for a, b in zip(pi, ti))
             class_total += len(pi)
+        size_ratios += [kept[a].ecd_px / item.ecd_px[b] for a, b in zip(pi, ti) if item.ecd_px[b] > 0]
         if kept and len(item.ecd_px):
             d50_true = float(np.percentile(item.ecd_px, 50))
             d50_pred = float(np.percentile([p.ecd_px for p in kept], 50))
@@ -237,17 +242,18 @@ def evaluate(detector: Detector, items: Sequence[LabelledImage], *, set_name: st
         class_accuracy=class_hits / class_total if class_total else float("nan"),
         d50_error=float(np.mean(d50_errors)) if d50_errors else float("nan"),
         median_seconds=statistics.median(seconds) if seconds else float("nan"),
+        size_ratio=float(np.median(size_ratios)) if size_ratios else float("nan"),
     )
 
 
 HEADER = (f"{'set':<16} {'detector':<28} {'n':>3} {'IoU':>4} {'count acc':>9} {'prec':>6} {'recall':>6} "
-          f"{'F1':>6} {'mAP50':>6} {'class acc':>9} {'D50 err':>8} {'s/img':>6}")
+          f"{'F1':>6} {'mAP50':>6} {'class acc':>9} {'D50 err':>8} {'size':>6} {'s/img':>6}")
 
 
 def format_row(r: EvalReport) -> str:
     return (f"{r.set_name:<16} {r.detector[:28]:<28} {r.n_images:>3} {r.iou_threshold:>4.2f} "
             f"{r.count_accuracy:>9.3f} {r.precision:>6.3f} {r.recall:>6.3f} {r.f1:>6.3f} {r.map50:>6.3f} "
-            f"{r.class_accuracy:>9.3f} {r.d50_error:>8.3f} {r.median_seconds:>6.2f}")
+            f"{r.class_accuracy:>9.3f} {r.d50_error:>8.3f} {r.size_ratio:>6.3f} {r.median_seconds:>6.2f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""detection.evaluate.real_frames: labelled tiles put back together into the frames they were cut from."""
+"""detection.evaluate: the sizing-bias column, and real_frames (labelled tiles put back together into their frames)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detection.evaluate import real_frames, real_set
+from analysis.pipeline import make_detector
+from detection.evaluate import LabelledImage, evaluate, real_frames, real_set
 
 TILE_H, TILE_W = 40, 60
 
@@ -95,3 +96,28 @@ def test_a_tile_without_a_matching_mask_leaves_its_frame_out(tmp_path, broken):
         _palette_png(np.zeros((TILE_H, TILE_W + 1), np.uint8)).save(target)
 
     assert real_frames(tmp_path) == []
+
+
+def _disks(diameter: int, centres: list[tuple[int, int]]) -> bytes:
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(185, 2, (300, 400)), 0, 255).astype(np.uint8)
+    for cx, cy in centres:
+        cv2.circle(image, (cx, cy), diameter // 2, 70, -1, lineType=cv2.LINE_AA)
+    ok, png = cv2.imencode(".png", image)
+    assert ok
+    return png.tobytes()
+
+
+@pytest.mark.parametrize("label_scale", [0.8, 1.0])
+def test_size_ratio_is_the_median_found_over_labelled_ecd_of_matched_objects(label_scale):
+    centres = [(60, 60), (200, 60), (330, 70), (80, 200), (220, 210), (340, 230)]
+    d = 30
+    item = LabelledImage(
+        name="disks.png", data=_disks(d, centres),
+        boxes=np.array([[x - d / 2, y - d / 2, x + d / 2, y + d / 2] for x, y in centres], float),
+        classes=("crystal",) * len(centres), ecd_px=np.full(len(centres), d * label_scale))
+
+    report = evaluate(make_detector("classical"), [item], set_name="disks", iou_threshold=0.5, score_classes=False)
+
+    assert report.recall == 1.0
+    assert report.size_ratio == pytest.approx(1.0 / label_scale, rel=0.06)
