@@ -18,8 +18,9 @@ MESSAGE = "models_message"
 
 def _acceptance_table(acceptance: dict) -> None:
     rows = acceptance.get("rows", [])
+    # reports stored before the sizing column existed show it empty
     st.dataframe(pd.DataFrame(rows, columns=["model", "detector", "images", "count accuracy", "F1", "D50 error",
-                                             "s / image"]), hide_index=True, width="stretch")
+                                             models.SIZE_KEY, "s / image"]), hide_index=True, width="stretch")
     worse = acceptance.get("worse", [])
     if worse:
         st.warning(f"The candidate is worse than the current model on: {', '.join(worse)}. Activate it only if you"

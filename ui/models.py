@@ -47,6 +47,11 @@ GOLDEN_SIZE = (1280, 1024)
 GOLDEN_DIFFICULTY = "medium"
 #: The candidate is flagged (not refused) when its count accuracy or F1 is this much below the current model's.
 WORSE_BY = 0.05
+#: Key of the acceptance rows' sizing column: median found / labelled ECD of the matched crystals (1 = unbiased).
+SIZE_KEY = "size found / labelled"
+#: A candidate whose sizing is this much further from 1 than the current model's is flagged: 3 % more bias moves
+#: every D-value by about as much, more than a lot-to-lot difference a QC lead would act on.
+SIZE_WORSE_BY = 0.03
 SANDBOX_TIMEOUT_S = 60
 
 
@@ -231,13 +236,16 @@ def _finite(x: float) -> float | None:
 def report_row(role: str, r: EvalReport) -> dict:
     """One table row (JSON-safe: NaN becomes None)."""
     return {"model": role, "detector": r.detector, "images": r.n_images, "count accuracy": _finite(r.count_accuracy),
-            "F1": _finite(r.f1), "D50 error": _finite(r.d50_error), "s / image": _finite(r.median_seconds)}
+            "F1": _finite(r.f1), "D50 error": _finite(r.d50_error), SIZE_KEY: _finite(r.size_ratio),
+            "s / image": _finite(r.median_seconds)}
 
 
 def acceptance_test(candidate: Detector, current: Detector, *,
                     items: Sequence[LabelledImage] | None = None) -> dict:
     """Candidate vs the current model on the golden set. Returns ``{"rows": [candidate, current], "worse": [...]}``
-    where ``worse`` names the metrics on which the candidate is more than :data:`WORSE_BY` below the current one."""
+    where ``worse`` names the metrics on which the candidate is more than :data:`WORSE_BY` below the current one, and
+    ``sizing`` when the crystals it finds measure further from their labels than the current model's by more than
+    :data:`SIZE_WORSE_BY` (median found / labelled ECD of matched crystals, ``detection.evaluate``)."""
     items = golden_set() if items is None else list(items)
     try:
         cand = evaluate(candidate, items, set_name="golden", iou_threshold=0.5)
@@ -247,6 +255,9 @@ def acceptance_test(candidate: Detector, current: Detector, *,
             report_row("current", evaluate(current, items, set_name="golden", iou_threshold=0.5))]
     worse = [k for k in ("count accuracy", "F1")
              if rows[0][k] is not None and rows[1][k] is not None and rows[0][k] < rows[1][k] - WORSE_BY]
+    cand_size, cur_size = rows[0][SIZE_KEY], rows[1][SIZE_KEY]
+    if cand_size is not None and cur_size is not None and abs(cand_size - 1) > abs(cur_size - 1) + SIZE_WORSE_BY:
+        worse.append("sizing")
     return {"rows": rows, "worse": worse, "golden": {"images": len(items), "seed": GOLDEN_SEED}}
 
 

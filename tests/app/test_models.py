@@ -3,8 +3,11 @@ Analyze screen using the active model. Packages are built with detection.package
 replaced by one small rendered image (ui.models.golden_set) so the acceptance test stays fast."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import cv2
+import numpy as np
 import pytest
 
 import detection.package as pkg
@@ -74,7 +77,7 @@ def test_good_package_imports_activates_and_labels_analyses(samples, app, vault_
     table = at.dataframe[0].value
     assert list(table["model"]) == ["candidate", "current"]
     assert list(table["detector"]) == [LABEL, SHIPPED_LABEL]
-    assert {"count accuracy", "F1", "D50 error", "s / image"} <= set(table.columns)
+    assert {"count accuracy", "F1", "D50 error", models.SIZE_KEY, "s / image"} <= set(table.columns)
     assert stored(vault_path) == ["models/packages/crystal-test-1.2.0.cqcpkg"]
     imports = [e for e in events(vault_path) if e.event == "model_import"]
     assert len(imports) == 1 and imports[0].details["version"] == "1.2.0" and imports[0].user == "alice"
@@ -264,6 +267,41 @@ def test_acceptance_flags_a_worse_candidate():
     assert report["worse"] == ["count accuracy", "F1"]
     same = models.acceptance_test(classical, classical, items=golden)
     assert same["worse"] == [] and same["rows"][0]["F1"] == same["rows"][1]["F1"]
+
+
+class _Bloated:
+    """The classical detector with every outline grown by ``grow`` px: same objects, measured too large."""
+
+    label = "bloated"
+
+    def __init__(self, grow: int):
+        self._inner, self._grow = make_detector("classical"), grow
+
+    def detect(self, image):
+        h, w = image.shape
+        out = []
+        for d in self._inner.detect(image):
+            x0, y0 = max(0, d.x_min - self._grow), max(0, d.y_min - self._grow)
+            x1, y1 = min(w, d.x_max + self._grow), min(h, d.y_max + self._grow)
+            mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+            mask[d.y_min - y0:d.y_max - y0, d.x_min - x0:d.x_max - x0] = d.mask
+            k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * self._grow + 1,) * 2)
+            out.append(dataclasses.replace(d, x_min=x0, y_min=y0, x_max=x1, y_max=y1,
+                                           mask=cv2.dilate(mask, k).astype(bool)))
+        return out
+
+
+def test_acceptance_shows_sizing_and_flags_a_candidate_that_measures_crystals_too_large():
+    golden = models.golden_set()
+    classical = make_detector("classical")
+    report = models.acceptance_test(_Bloated(4), classical, items=golden)
+    cand, cur = (r[models.SIZE_KEY] for r in report["rows"])
+    assert 0.95 < cur < 1.1  # the classical outlines measure the rendered crystals about right
+    assert abs(cand - 1) > abs(cur - 1) + models.SIZE_WORSE_BY
+    assert "sizing" in report["worse"]
+    assert "sizing" not in models.acceptance_test(classical, classical, items=golden)["worse"]
+    blind = models.acceptance_test(_Blind(), classical, items=golden)
+    assert blind["rows"][0][models.SIZE_KEY] is None and "sizing" not in blind["worse"]
 
 
 def test_analyze_refuses_an_active_model_whose_stored_package_was_swapped(samples, app, vault_path):
