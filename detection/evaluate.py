@@ -114,7 +114,7 @@ def real_frames(folder: Path) -> list[LabelledImage]:
         cols = 1 + max(c for _, c in tiles)
         if len(tiles) != rows * cols:
             continue
-        grey, label = [], []
+        grey, label, widths = [], [], set()
         for r in range(rows):
             row_img, row_mask = [], []
             for c in range(cols):
@@ -131,9 +131,10 @@ def real_frames(folder: Path) -> list[LabelledImage]:
                 row_mask.append(mask)
             if len(row_img) != cols or len({a.shape[0] for a in row_img}) != 1:
                 break
+            widths.add(tuple(a.shape[1] for a in row_img))
             grey.append(np.hstack(row_img))
             label.append(np.hstack(row_mask))
-        if len(grey) != rows or len({a.shape[1] for a in grey}) != 1:
+        if len(grey) != rows or len(widths) != 1:  # a missing tile or mask, or tiles that do not line up
             continue
         image, mask = np.vstack(grey), np.vstack(label)
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)

@@ -84,6 +84,18 @@ def test_an_incomplete_grid_is_left_out_and_other_names_are_ignored(tmp_path):
     assert [f.name for f in real_frames(tmp_path)] == ["A.png"]
 
 
+def test_tiles_that_do_not_line_up_leave_their_frame_out(tmp_path):
+    image, mask = _frame(4)
+    truth = _write_tiles(tmp_path, "D", image, mask)
+    # the lower row cut at another column: same total width, but the tiles' columns no longer line up
+    for c, (x0, x1) in enumerate(((0, 50), (50, 120))):
+        cv2.imwrite(str(tmp_path / f"D_1_{c}.png"), image[TILE_H:, x0:x1])
+        _palette_png(mask[TILE_H:, x0:x1]).save(tmp_path / f"D_1_{c}_mask.png")
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+
+    assert real_frames(tmp_path) == []
+
+
 @pytest.mark.parametrize("broken", ["mask missing", "mask size"])
 def test_a_tile_without_a_matching_mask_leaves_its_frame_out(tmp_path, broken):
     image, mask = _frame(3)
