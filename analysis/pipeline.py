@@ -6,7 +6,8 @@
 
 An image whose crystals are all small is analysed once more at twice the size and its particles mapped back
 (``analysis.rescale``; ``AnalysisOptions.upscale_small``); a calibration profile's analysis scale
-(``AnalysisOptions.scale``) resizes every image of that microscope instead.
+(``AnalysisOptions.scale``) resizes every image of that microscope instead. An over-exposed image is analysed as it is,
+with a note that says so (``analysis.exposure``).
 
 Detectors are small stateless objects with a ``label`` and ``detect(cleaned) -> list[Detection]``; they are chosen
 by :func:`make_detector` ("auto" = the shipped, signed ONNX model package when present, else the classical detector;
@@ -25,6 +26,7 @@ import numpy as np
 
 from analysis.errors import CrystalQCError, DetectorUnavailableError, ModelPackageError
 from analysis.exclude import ExclusionOptions, apply_exclusions
+from analysis.exposure import exposure_note
 from analysis.focus import focus_scores
 from analysis.io import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, load_image
 from analysis.measure import measure_particles
@@ -161,6 +163,9 @@ def analyze_image(image: np.ndarray, *, name: str, meta: ImageMeta, detector: De
     """Analyse one decoded image (float32 (H, W) in [0, 1]); returns a new ImageResult."""
     options = options or AnalysisOptions()
     start = time.perf_counter()
+    exposure = exposure_note(image)
+    if exposure:
+        meta = dataclasses.replace(meta, notes=meta.notes + (exposure,))
     cleaned = clean_image(image, options=options.cleaning)
     if options.scale != 1.0:
         factor = chosen_factor(options.scale, cleaned.shape)

@@ -10,7 +10,8 @@ dust = below the minimum size, ...). Labels follow the transform (boxes and size
 Transforms (name = kind + value): ``scale`` resamples the whole frame (0.5 = half the magnification; area
 interpolation down, cubic up); ``contrast`` scales grey levels around the image mean; ``gamma`` maps g -> 255 (g /
 255) ** v; ``noise`` adds Gaussian noise of that std (grey levels, fixed seed); ``blur`` a Gaussian of that sigma
-(px: slight defocus of the whole frame); ``jpeg`` re-encodes at that quality. ``none`` is the image as stored.
+(px: slight defocus of the whole frame); ``jpeg`` re-encodes at that quality; ``gain`` multiplies the grey levels
+(exposure: above 1 the bright parts clip at white, see ``analysis.exposure``). ``none`` is the image as stored.
 
 Run: .venv/bin/python bench/robustness.py [--detector onnx|classical ...] [--only scale0.5,contrast0.5]
      [--synthetic N] [--min-ecd PX] [--no-upscale] [--analysis-scale S]
@@ -52,7 +53,7 @@ def transform_name(kind: str, value: float) -> str:
     return kind if kind == "none" else f"{kind}{value:g}"
 
 
-KINDS = ("scale", "contrast", "gamma", "noise", "blur", "jpeg")
+KINDS = ("scale", "contrast", "gamma", "noise", "blur", "jpeg", "gain")
 
 
 def parse_transform(name: str) -> tuple[str, float]:
@@ -81,6 +82,8 @@ def transform_grey(img: np.ndarray, kind: str, value: float, *, seed: int = 0) -
         out = 255.0 * (out / 255.0) ** value
     elif kind == "noise":
         out = out + np.random.default_rng(seed).normal(0.0, value, out.shape)
+    elif kind == "gain":
+        out = out * value
     elif kind == "blur":
         out = cv2.GaussianBlur(out, (0, 0), value)
     elif kind == "jpeg":

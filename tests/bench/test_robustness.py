@@ -41,7 +41,7 @@ def test_scaling_moves_the_truth_with_the_pixels():
 
 
 @pytest.mark.parametrize("kind,value", [("contrast", 0.5), ("gamma", 1.6), ("noise", 8.0), ("blur", 1.0),
-                                        ("jpeg", 50), ("none", 0)])
+                                        ("jpeg", 50), ("gain", 1.5), ("none", 0)])
 def test_other_transforms_keep_the_truth_and_change_only_the_grey_levels(kind, value):
     item = _item()
     out = robustness.transform_item(item, kind, value)
@@ -49,6 +49,8 @@ def test_other_transforms_keep_the_truth_and_change_only_the_grey_levels(kind, v
     before, after = _grey(item).astype(float), _grey(out).astype(float)
     assert after.shape == before.shape
     assert (np.array_equal(after, before)) == (kind == "none")
+    if kind == "gain":  # the background (180) clips at white, the square (60) scales
+        assert after[5, 5] == 255 and after[40, 60] == 90
     if kind == "contrast":  # the step between square and background halves
         assert after[40, 60] - after[5, 5] == pytest.approx((before[40, 60] - before[5, 5]) * value, abs=1)
 
