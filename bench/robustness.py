@@ -11,7 +11,9 @@ Transforms (name = kind + value): ``scale`` resamples the whole frame (0.5 = hal
 interpolation down, cubic up); ``contrast`` scales grey levels around the image mean; ``gamma`` maps g -> 255 (g /
 255) ** v; ``noise`` adds Gaussian noise of that std (grey levels, fixed seed); ``blur`` a Gaussian of that sigma
 (px: slight defocus of the whole frame); ``jpeg`` re-encodes at that quality; ``gain`` multiplies the grey levels
-(exposure: above 1 the bright parts clip at white, see ``analysis.exposure``). ``none`` is the image as stored.
+(exposure: above 1 the bright parts clip at white, see ``analysis.exposure``); ``rotate`` turns the frame by 90 / 180 / 270 degrees counter-clockwise (the same
+crystals met in another orientation: how much the figures move without any change in the images' content). ``none``
+is the image as stored.
 
 Run: .venv/bin/python bench/robustness.py [--detector onnx|classical ...] [--only scale0.5,contrast0.5]
      [--synthetic N] [--min-ecd PX] [--no-upscale] [--analysis-scale S]
@@ -53,7 +55,7 @@ def transform_name(kind: str, value: float) -> str:
     return kind if kind == "none" else f"{kind}{value:g}"
 
 
-KINDS = ("scale", "contrast", "gamma", "noise", "blur", "jpeg", "gain")
+KINDS = ("scale", "contrast", "gamma", "noise", "blur", "jpeg", "gain", "rotate")
 
 
 def parse_transform(name: str) -> tuple[str, float]:
@@ -84,6 +86,8 @@ def transform_grey(img: np.ndarray, kind: str, value: float, *, seed: int = 0) -
         out = out + np.random.default_rng(seed).normal(0.0, value, out.shape)
     elif kind == "gain":
         out = out * value
+    elif kind == "rotate":
+        out = np.ascontiguousarray(np.rot90(out, _quarter_turns(value)))
     elif kind == "blur":
         out = cv2.GaussianBlur(out, (0, 0), value)
     elif kind == "jpeg":
@@ -96,18 +100,38 @@ def transform_grey(img: np.ndarray, kind: str, value: float, *, seed: int = 0) -
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def _quarter_turns(degrees: float) -> int:
+    """Counter-clockwise quarter turns for a ``rotate`` transform of 90, 180 or 270 degrees."""
+    if degrees not in (90, 180, 270):
+        raise ValueError(f"rotate takes 90, 180 or 270 degrees, got {degrees:g}")
+    return int(degrees) // 90
+
+
+def _turned_boxes(boxes: np.ndarray, shape: tuple[int, int], turns: int) -> np.ndarray:
+    """xyxy boxes (exclusive max) of an (H, W) image after ``turns`` counter-clockwise quarter turns."""
+    h, w = shape
+    for _ in range(turns):  # one turn: (x, y) -> (y, w - x); the image becomes (w, h)
+        boxes = np.stack([boxes[:, 1], w - boxes[:, 2], boxes[:, 3], w - boxes[:, 0]], axis=1)
+        h, w = w, h
+    return boxes
+
+
 def transform_item(item: LabelledImage, kind: str, value: float, *, seed: int = 0) -> LabelledImage:
     """``item`` re-imaged, PNG-encoded (lossless, so only the transform changes the pixels), its truth following:
-    boxes and ECDs scale with a ``scale`` transform and are kept otherwise."""
+    boxes and ECDs scale with a ``scale`` transform, boxes turn with a ``rotate`` one; kept otherwise."""
     img = cv2.imdecode(np.frombuffer(item.data, np.uint8), cv2.IMREAD_GRAYSCALE)
     if img is None:
         raise ValueError(f"{item.name} cannot be decoded")
     out = transform_grey(img, kind, value, seed=seed)
-    factor = np.array([out.shape[1] / img.shape[1], out.shape[0] / img.shape[0]] * 2) if kind == "scale" else 1.0
+    boxes = item.boxes.reshape(-1, 4).astype(float)
+    if kind == "scale":
+        boxes = boxes * np.array([out.shape[1] / img.shape[1], out.shape[0] / img.shape[0]] * 2)
+    elif kind == "rotate":
+        boxes = _turned_boxes(boxes, img.shape, _quarter_turns(value))
     ok, png = cv2.imencode(".png", out)
     if not ok:
         raise RuntimeError("PNG encoding failed")
-    return dataclasses.replace(item, data=png.tobytes(), boxes=item.boxes * factor,
+    return dataclasses.replace(item, data=png.tobytes(), boxes=boxes,
                                ecd_px=item.ecd_px * (value if kind == "scale" else 1.0))
 
 

@@ -55,19 +55,34 @@ def test_other_transforms_keep_the_truth_and_change_only_the_grey_levels(kind, v
         assert after[40, 60] - after[5, 5] == pytest.approx((before[40, 60] - before[5, 5]) * value, abs=1)
 
 
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_rotation_turns_the_boxes_with_the_pixels(degrees):
+    item = _item()
+    out = robustness.transform_item(item, "rotate", degrees)
+    grey = _grey(out)
+    assert grey.shape == ((160, 100) if degrees != 180 else (100, 160))
+    dark = np.argwhere(grey < 120)  # the square, (row, col)
+    (y0, x0), (y1, x1) = dark.min(0), dark.max(0) + 1
+    assert out.boxes.tolist() == [[float(x0), float(y0), float(x1), float(y1)]]
+    assert out.ecd_px.tolist() == item.ecd_px.tolist()
+    with pytest.raises(ValueError, match="90, 180 or 270"):
+        robustness.transform_item(item, "rotate", 45)
+
+
 def test_an_unknown_transform_is_refused():
     with pytest.raises(ValueError, match="unknown transform"):
-        robustness.transform_grey(np.zeros((8, 8), np.uint8), "rotate", 90)
+        robustness.transform_grey(np.zeros((8, 8), np.uint8), "shear", 0.1)
 
 
 @pytest.mark.parametrize("name, parsed", [("none", ("none", 0)), ("scale0.55", ("scale", 0.55)),
-                                          ("contrast0.5", ("contrast", 0.5)), ("jpeg50", ("jpeg", 50.0))])
+                                          ("contrast0.5", ("contrast", 0.5)), ("jpeg50", ("jpeg", 50.0)),
+                                          ("rotate90", ("rotate", 90.0)), ("gain1.45", ("gain", 1.45))])
 def test_any_transform_can_be_named(name, parsed):
     assert robustness.parse_transform(name) == parsed
     assert robustness.transform_name(*parsed) == name
 
 
-@pytest.mark.parametrize("bad", ["rotate90", "scale", "scalex", ""])
+@pytest.mark.parametrize("bad", ["shear0.1", "scale", "scalex", ""])
 def test_unknown_transform_names_are_refused(bad):
     with pytest.raises(ValueError, match="unknown transform"):
         robustness.parse_transform(bad)
