@@ -6,7 +6,7 @@ the format's full scale and faint rims vanish into it; no cleaning brings them b
 it while the sample is still under the microscope.
 
 Measured on the 28 real development tiles with their grey levels multiplied by 1.3 / 1.45 / 1.6 / 1.75 / 2 and
-clipped (``bench/robustness.py --only none,gain1.3,...``, shipped model 1.4.1, one run; README *Robustness*): a median
+clipped (``bench/robustness.py --only none,gain1.3,...``, model 1.4.1, one run; README *Robustness*): a median
 of 23 / 55 / 80 / 90 / 94 % of the pixels at full white, F1 0.878 (as stored) -> 0.881 / 0.867 / 0.821 / 0.821 /
 0.760, and the crystals found measure smaller as their bright parts merge into the background (median found /
 labelled ECD 0.995 -> 0.992 / 0.978 / 0.963 / 0.942 / 0.895). Hence a note from :data:`OVEREXPOSED_FRACTION` (half

@@ -2,7 +2,7 @@
 
 Usage (app venv: onnxruntime's own quantisation tools, no torch)::
 
-    python -m detection.quantize --package weights/sources/crystal-yolo11n-1.3.0-float.cqcpkg --version 1.4.1 \\
+    python -m detection.quantize --package weights/sources/crystal-yolo11n-1.5.0-float.cqcpkg --version 1.5.1 \\
         --out /tmp/int8
     python -m detection.package pack-folder /tmp/int8 --key KEY --out weights/crystal-yolo11n.cqcpkg --force
 
@@ -60,8 +60,9 @@ logger = logging.getLogger(__name__)
 #: 800000+, the held-out evaluation set 900000+).
 CALIBRATION_SEED = 700_000
 #: 64 images since 1.4.0 (24 for 1.2.0). The session-10 candidate lost less real-tile F1 to quantisation with 64
-#: (README). The defaults write 1.4.1's exact bytes from its float source; 1.2.0 and 1.4.0 quantised the attention
-#: core too, so they are re-made by this module as of commit 10ed6c3 (1.2.0 with ``--images 24 --chunk-windows 72``).
+#: (README). The defaults write 1.5.1's (and 1.4.1's) exact bytes from their float sources; 1.2.0 and 1.4.0
+#: quantised the attention core too, so they are re-made by this module as of commit 10ed6c3 (1.2.0 with
+#: ``--images 24 --chunk-windows 72``).
 CALIBRATION_IMAGES = 64
 #: Fixed calibration window (height, width): percentile calibration needs inputs of one shape.
 WINDOW = (512, 640)
