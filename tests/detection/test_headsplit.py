@@ -90,7 +90,8 @@ def image():
     from analysis.preprocess import clean_image
     from detection.synthetic import render_image
 
-    rendered, _ = render_image(77, size=(800, 600), difficulty="medium")
+    # a crowded scene (68 crystals), so that the two decodings are compared on many boxes whatever the model version
+    rendered, _ = render_image(79, size=(800, 600), difficulty="medium")
     return clean_image(rendered.astype(np.float32) / 255.0)
 
 
@@ -112,7 +113,7 @@ def test_split_detector_finds_the_same_boxes_as_the_whole_graph(model_bytes, ima
     assert split._head_split and not whole._head_split
     for opts in (OnnxDetectorOptions(), OnnxDetectorOptions(single_pass_max_pixels=320 * 320, coarse_scale=0.0)):
         (a, sa, ca), (b, sb, cb) = whole.predict_boxes(image, options=opts), split.predict_boxes(image, options=opts)
-        assert len(a) > 5 and a.shape == b.shape
+        assert len(a) > 30 and a.shape == b.shape
         np.testing.assert_allclose(b, a, atol=1e-3)
         np.testing.assert_allclose(sb, sa, atol=1e-6)
         np.testing.assert_array_equal(cb, ca)
