@@ -163,9 +163,7 @@ def analyze_image(image: np.ndarray, *, name: str, meta: ImageMeta, detector: De
     """Analyse one decoded image (float32 (H, W) in [0, 1]); returns a new ImageResult."""
     options = options or AnalysisOptions()
     start = time.perf_counter()
-    exposure = exposure_note(image)
-    if exposure:
-        meta = dataclasses.replace(meta, notes=meta.notes + (exposure,))
+    note_exposure = exposure_note(image)
     cleaned = clean_image(image, options=options.cleaning)
     if options.scale != 1.0:
         factor = chosen_factor(options.scale, cleaned.shape)
@@ -182,8 +180,9 @@ def analyze_image(image: np.ndarray, *, name: str, meta: ImageMeta, detector: De
             particles = _resized_pass(cleaned, detector, options, factor)
             note = (f"Small crystals: this image was analysed enlarged {factor:.2g} x so that they are found and "
                     "judged reliably; positions and sizes are given in the image's own pixels.")
-    if note:
-        meta = dataclasses.replace(meta, notes=meta.notes + (note,))
+    added = tuple(n for n in (note_exposure, note) if n)
+    if added:
+        meta = dataclasses.replace(meta, notes=meta.notes + added)
     seconds = time.perf_counter() - start
     # No file names or pixel data in logs: names can be confidential too.
     log.debug("%d objects in %.2f s (%s)", len(particles), seconds, detector.label)

@@ -11,9 +11,9 @@ Transforms (name = kind + value): ``scale`` resamples the whole frame (0.5 = hal
 interpolation down, cubic up); ``contrast`` scales grey levels around the image mean; ``gamma`` maps g -> 255 (g /
 255) ** v; ``noise`` adds Gaussian noise of that std (grey levels, fixed seed); ``blur`` a Gaussian of that sigma
 (px: slight defocus of the whole frame); ``jpeg`` re-encodes at that quality; ``gain`` multiplies the grey levels
-(exposure: above 1 the bright parts clip at white, see ``analysis.exposure``); ``rotate`` turns the frame by 90 / 180 / 270 degrees counter-clockwise (the same
-crystals met in another orientation: how much the figures move without any change in the images' content). ``none``
-is the image as stored.
+(exposure: above 1 the bright parts clip at white, see ``analysis.exposure``); ``rotate`` turns the frame by 90 / 180
+/ 270 degrees counter-clockwise (the same crystals met in another orientation: how much the figures move without any
+change in the images' content). ``none`` is the image as stored.
 
 Run: .venv/bin/python bench/robustness.py [--detector onnx|classical ...] [--only scale0.5,contrast0.5]
      [--synthetic N] [--min-ecd PX] [--no-upscale] [--analysis-scale S]
@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.pipeline import AnalysisOptions, analyze_bytes, make_detector  # noqa: E402
 from detection.evaluate import (HEADER, HELD_OUT_SEED_BASE, LabelledImage, _counted, evaluate,  # noqa: E402
-                                format_row, real_set, synthetic_set)
+                                format_row, particle_boxes, real_set, synthetic_set)
 from detection.metrics import box_iou, match_boxes  # noqa: E402
 from ui.settings import area_from_ecd  # noqa: E402
 
@@ -143,10 +143,10 @@ def where_misses_went(detector, items: Sequence[LabelledImage], *, iou_threshold
     for item in items:
         result = analyze_bytes(item.data, name=item.name, detector=detector, options=options, keep_cleaned=False)
         kept = _counted(result)
-        kb = np.array([[p.x_min, p.y_min, p.x_max, p.y_max] for p in kept], float).reshape(-1, 4)
+        kb = particle_boxes(kept)
         _, matched = match_boxes(kb, item.boxes, iou_threshold=iou_threshold)
         missed = sorted(set(range(len(item.boxes))) - set(matched))
-        every = np.array([[p.x_min, p.y_min, p.x_max, p.y_max] for p in result.particles], float).reshape(-1, 4)
+        every = particle_boxes(result.particles)
         for j in missed:
             iou = box_iou(item.boxes[j:j + 1], every)[0] if len(every) else np.zeros(0)
             k = int(np.argmax(iou)) if iou.size else -1

@@ -33,7 +33,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.pipeline import AnalysisOptions, analyze_bytes, make_detector  # noqa: E402
-from detection.evaluate import HELD_OUT_SEED_BASE, LabelledImage, _counted, real_set, synthetic_set  # noqa: E402
+from detection.evaluate import (HELD_OUT_SEED_BASE, LabelledImage, _counted, particle_boxes, real_set,  # noqa: E402
+                                synthetic_set)
 from detection.metrics import score_detections  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -71,7 +72,7 @@ def analyse(detector, item: LabelledImage, scales: Sequence[float]) -> dict[floa
                                options=AnalysisOptions(include_border=True, scale=scale))
         kept = _counted(result)
         out[scale] = Pass(
-            boxes=np.array([[p.x_min, p.y_min, p.x_max, p.y_max] for p in kept], float).reshape(-1, 4),
+            boxes=particle_boxes(kept),
             confidence_sum=float(sum(p.confidence for p in kept)),
             median_ecd_px=float(np.median([p.ecd_px for p in kept])) if kept else 0.0)
     return out

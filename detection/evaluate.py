@@ -173,6 +173,11 @@ def _counted(result: ImageResult):
     return [p for p in result.particles if p.excluded_reason is None and p.class_name in COUNTED_CLASSES]
 
 
+def particle_boxes(particles: Sequence) -> np.ndarray:
+    """Float (N, 4) xyxy boxes of particles (anything with x_min / y_min / x_max / y_max), as the truth boxes."""
+    return np.array([[p.x_min, p.y_min, p.x_max, p.y_max] for p in particles], float).reshape(-1, 4)
+
+
 def average_precision(preds: Sequence[tuple[np.ndarray, np.ndarray]], truths: Sequence[np.ndarray], *,
                       iou_threshold: float = 0.5) -> float:
     """All-point interpolated AP; preds are per-image (boxes (N,4), scores (N,)), greedy matching by score."""
@@ -221,7 +226,7 @@ def evaluate(detector: Detector, items: Sequence[LabelledImage], *, set_name: st
         result = analyze_bytes(item.data, name=item.name, detector=detector, options=options, keep_cleaned=False)
         seconds.append(time.perf_counter() - t0)
         kept = _counted(result)
-        boxes = np.array([[p.x_min, p.y_min, p.x_max, p.y_max] for p in kept], float).reshape(-1, 4)
+        boxes = particle_boxes(kept)
         scores = np.array([p.confidence for p in kept], float)
         preds.append(boxes)
         pred_scored.append((boxes, scores))

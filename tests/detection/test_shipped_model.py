@@ -11,6 +11,7 @@ import pytest
 
 from analysis.onnx_adapter import OnnxPipelineDetector
 from analysis.pipeline import AnalysisOptions, analyze_bytes, find_shipped_model, make_detector
+from detection.evaluate import particle_boxes
 from detection.metrics import match_boxes
 from detection.onnx_detector import OnnxDetectorOptions
 
@@ -54,7 +55,7 @@ def test_rendered_multi_tile_image_is_counted_within_tolerance(detector):
         data, boxes = _rendered(seed)
         result = analyze_bytes(data, name="r.png", detector=detector, options=AnalysisOptions(include_border=True))
         kept = [p for p in result.particles if p.counted]
-        pred = np.array([[p.x_min, p.y_min, p.x_max, p.y_max] for p in kept], float).reshape(-1, 4)
+        pred = particle_boxes(kept)
         found += len(pred)
         true += len(boxes)
         matched += len(match_boxes(pred, boxes, iou_threshold=0.5)[0])
@@ -79,7 +80,7 @@ def test_small_crystals_at_half_magnification_are_found_by_the_enlarged_pass(shi
             assert any("analysed enlarged" in note for note in result.meta.notes) == upscale
             kept = [p for p in result.particles if p.counted]
             assert all(p.x_max <= 640 and p.y_max <= 512 for p in kept)
-            pred = np.array([[p.x_min, p.y_min, p.x_max, p.y_max] for p in kept], float).reshape(-1, 4)
+            pred = particle_boxes(kept)
             matched = len(match_boxes(pred, boxes, iou_threshold=0.5)[0])
             if upscale:
                 found_double += matched
