@@ -70,6 +70,34 @@ class EvalReport:
     #: Median over matched pairs of (particle ECD / labelled ECD): the sizing bias of the objects found, apart from
     #: what is missed (1.0 = unbiased; a merged pair or a halo reads > 1, a partial outline < 1).
     size_ratio: float = float("nan")
+    #: Recall per labelled-size bin: ``(lo_px, hi_px, n_labelled, recall)`` for each of :data:`SIZE_BINS_PX` that
+    #: holds labels (which sizes the detector misses; ``--by-size``).
+    recall_by_size: tuple[tuple[float, float, int, float], ...] = ()
+
+
+#: Labelled ECD bin edges (px) of :attr:`EvalReport.recall_by_size`: specks, small, medium, large, very large.
+SIZE_BINS_PX = (0.0, 15.0, 25.0, 40.0, 80.0, 120.0, float("inf"))
+
+
+def recall_by_size(ecd_px: np.ndarray, found: np.ndarray, edges: Sequence[float] = SIZE_BINS_PX
+                   ) -> tuple[tuple[float, float, int, float], ...]:
+    """``(lo, hi, n, recall)`` for each bin ``lo <= ECD < hi`` of ``edges`` that holds labels; ``found`` (bool, as
+    ``ecd_px``) says which labels were matched."""
+    ecd_px, found = np.asarray(ecd_px, float), np.asarray(found, bool)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (ecd_px >= lo) & (ecd_px < hi)
+        if inside.any():
+            rows.append((float(lo), float(hi), int(inside.sum()), float(found[inside].mean())))
+    return tuple(rows)
+
+
+def format_size_row(r: EvalReport) -> str:
+    """One line: recall per labelled-size bin, e.g. ``recall by labelled ECD: <15 px 0.56 (25) | 15-25 px ...``."""
+    def span(lo: float, hi: float) -> str:
+        return f"<{hi:g} px" if lo == 0 else (f">={lo:g} px" if hi == float("inf") else f"{lo:g}-{hi:g} px")
+    cells = " | ".join(f"{span(lo, hi)} {rec:.2f} ({n})" for lo, hi, n, rec in r.recall_by_size)
+    return f"  recall by labelled ECD: {cells}"
 
 
 def real_set(folder: Path) -> list[LabelledImage]:
@@ -221,6 +249,7 @@ def evaluate(detector: Detector, items: Sequence[LabelledImage], *, set_name: st
     preds, pred_scored, truths, seconds = [], [], [], []
     class_hits = class_total = 0
     d50_errors, size_ratios = [], []
+    label_ecd, label_found = [], []
     for item in items:
         t0 = time.perf_counter()
         result = analyze_bytes(item.data, name=item.name, detector=detector, options=options, keep_cleaned=False)
@@ -236,6 +265,10 @@ def evaluate(detector: Detector, items: Sequence[LabelledImage], *, set_name: st
             class_hits += sum(kept[a].class_name == item.classes[b] for a, b in zip(pi, ti))
             class_total += len(pi)
         size_ratios += [kept[a].ecd_px / item.ecd_px[b] for a, b in zip(pi, ti) if item.ecd_px[b] > 0]
+        found = np.zeros(len(item.ecd_px), bool)
+        found[np.asarray(ti, int)] = True
+        label_ecd.append(np.asarray(item.ecd_px, float))
+        label_found.append(found)
         if kept and len(item.ecd_px):
             d50_true = float(np.percentile(item.ecd_px, 50))
             d50_pred = float(np.percentile([p.ecd_px for p in kept], 50))
@@ -249,6 +282,8 @@ def evaluate(detector: Detector, items: Sequence[LabelledImage], *, set_name: st
         d50_error=float(np.mean(d50_errors)) if d50_errors else float("nan"),
         median_seconds=statistics.median(seconds) if seconds else float("nan"),
         size_ratio=float(np.median(size_ratios)) if size_ratios else float("nan"),
+        recall_by_size=recall_by_size(np.concatenate(label_ecd) if label_ecd else np.zeros(0),
+                                      np.concatenate(label_found) if label_found else np.zeros(0, bool)),
     )
 
 
@@ -275,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="skip the real tiles stitched back into whole frames (set 'real-frames')")
     ap.add_argument("--iou", type=float, default=0.5, help="IoU threshold on rendered sets")
     ap.add_argument("--real-iou", type=float, default=0.3, help="IoU threshold on the real tiles")
+    ap.add_argument("--by-size", action="store_true",
+                    help="after each row, the recall per labelled-size bin (which crystal sizes are missed)")
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
     detectors = [make_detector(k, model_path=args.model) for k in (args.detector or ["classical"])]
@@ -296,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = evaluate(det, items, set_name=set_name, iou_threshold=iou,
                               score_classes=not set_name.startswith("real"))
             print(format_row(report), flush=True)
+            if args.by_size:
+                print(format_size_row(report), flush=True)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""detection.evaluate: the sizing-bias column, and real_frames (labelled tiles put back together into their frames)."""
+"""detection.evaluate: the sizing-bias column, recall by labelled size, and real_frames (labelled tiles put back together into their frames)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,9 @@ import pytest
 from PIL import Image
 
 from analysis.pipeline import make_detector
-from detection.evaluate import LabelledImage, evaluate, real_frames, real_set
+from detection.evaluate import (
+    LabelledImage, evaluate, format_size_row, real_frames, real_set, recall_by_size,
+)
 
 TILE_H, TILE_W = 40, 60
 
@@ -133,3 +135,27 @@ def test_size_ratio_is_the_median_found_over_labelled_ecd_of_matched_objects(lab
 
     assert report.recall == 1.0
     assert report.size_ratio == pytest.approx(1.0 / label_scale, rel=0.06)
+
+
+def test_recall_by_size_bins_the_labels_and_leaves_empty_bins_out():
+    ecd = np.array([10, 12, 30, 35, 38, 200.0])
+    found = np.array([True, False, True, True, False, True])
+    rows = recall_by_size(ecd, found)
+    assert [(lo, hi, n) for lo, hi, n, _ in rows] == [(0, 15, 2), (25, 40, 3), (120, float("inf"), 1)]
+    assert [rec for *_, rec in rows] == pytest.approx([0.5, 2 / 3, 1.0])
+    assert recall_by_size(np.zeros(0), np.zeros(0, bool)) == ()
+
+
+def test_a_label_with_nothing_in_the_image_lowers_the_recall_of_its_size_bin_only():
+    """Six 30 px disks are all found; a 90 px label over empty background is a miss in the 80-120 px bin."""
+    centres = [(60, 60), (200, 60), (330, 70), (80, 200), (220, 210), (340, 230)]
+    d = 30
+    boxes = [[x - d / 2, y - d / 2, x + d / 2, y + d / 2] for x, y in centres] + [[150, 120, 240, 200]]
+    item = LabelledImage(name="disks.png", data=_disks(d, centres), boxes=np.array(boxes, float),
+                         classes=("crystal",) * 7, ecd_px=np.array([d] * 6 + [90.0]))
+
+    report = evaluate(make_detector("classical"), [item], set_name="disks", iou_threshold=0.5, score_classes=False)
+
+    assert report.recall == pytest.approx(6 / 7)
+    assert report.recall_by_size == ((25.0, 40.0, 6, 1.0), (80.0, 120.0, 1, 0.0))
+    assert format_size_row(report) == "  recall by labelled ECD: 25-40 px 1.00 (6) | 80-120 px 0.00 (1)"
