@@ -4,7 +4,7 @@ Usage::
 
     python -m detection.synthetic --out DIR --n N --seed S [--size WxH] [--split 0.8,0.1,0.1]
         [--difficulty easy|medium|hard|mixed] [--format png|jpg|png16|mixed] [--workers K] [--seg] [--mimic-class]
-        [--blur-rule fixed|relative]
+        [--blur-rule fixed|relative|large]
 
 --out DIR         output folder (created): images/, labels/, truth/ per split, data.yaml, dataset.json
 --n N             number of images
@@ -17,7 +17,8 @@ Usage::
 --seg             YOLO segmentation polygons instead of boxes
 --mimic-class     label out-of-focus crystals and bubbles as class 2 'mimic' (default: left out)
 --blur-rule       fixed (default): a counted crystal's own blur and an out-of-focus crystal's least blur are fixed
-                  sigmas; relative: both grow with the crystal's size (detection.synthetic.scene, RELATIVE_*)
+                  sigmas; relative: both grow with the crystal's size (detection.synthetic.scene, RELATIVE_*);
+                  large: the fixed limit up to ~40 px, growing above (LARGE_*)
 
 Classes: 0 crystal, 1 agglomerate (2 mimic with --mimic-class). Out-of-focus crystals, bubbles, dust, fibres,
 scratches, smudges and edge debris are rendered but never labelled as countable; they are listed, with their kind,
@@ -47,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--seg", action="store_true", help="write YOLO segmentation polygons")
     ap.add_argument("--mimic-class", action="store_true", help="label out-of-focus crystals and bubbles as class 2")
     ap.add_argument("--blur-rule", default="fixed", choices=BLUR_RULES,
-                    help="which blurred crystals count: fixed sigma limits, or limits relative to the crystal's size")
+                    help="which blurred crystals count: fixed sigma limits, limits relative to the crystal's size, "
+                         "or the fixed limit growing only for large crystals")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 

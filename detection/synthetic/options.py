@@ -20,8 +20,10 @@ MIXED_FORMAT_WEIGHTS: tuple[float, ...] = (0.4, 0.45, 0.15)
 COLOURS: tuple[str, ...] = ("auto", "grey", "bgr")
 #: Which blurred crystals count (``blur_rule``): 'fixed' - a crystal's own blur up to a fixed sigma counts, from a
 #: larger fixed sigma on it is out of focus, whatever its size; 'relative' - the limits grow with the crystal's size
-#: (blur small against the crystal counts, as the focus rule of analysis.exclude and the real tiles' labels judge it).
-BLUR_RULES: tuple[str, ...] = ("fixed", "relative")
+#: (blur small against the crystal counts, as the focus rule of analysis.exclude and the real tiles' labels judge it);
+#: 'large' - the fixed limit for crystals up to ~40 px, growing only above (large soft crystals count, small soft blobs
+#: do not: what the session-14 error analysis of the real tiles found; detection.synthetic.scene, LARGE_*).
+BLUR_RULES: tuple[str, ...] = ("fixed", "relative", "large")
 #: Smallest visible area (pixels) of a counted object; smaller visible remains become 'dust' (or 'debris' at the edge).
 MIN_COUNTED_AREA_PX = 20
 MIN_SIZE_PX = 32

@@ -23,7 +23,8 @@ def render_image(seed: int, *, size: tuple[int, int] = (1280, 1024), difficulty:
     difficulty: 'easy' | 'medium' | 'hard' | 'mixed' ('mixed' picks one of the three from the seed).
     bit_depth: 8 -> uint8, 16 -> uint16 (full 0..65535 range). colour: 'auto' (a few images get a colour cast and
     come out BGR), 'grey' (always (H, W)) or 'bgr' (always (H, W, 3)). blur_rule: which blurred crystals count,
-    'fixed' (default) or 'relative' (detection.synthetic.options.BLUR_RULES; recorded in the truth when not 'fixed').
+    'fixed' (default), 'relative' or 'large' (detection.synthetic.options.BLUR_RULES; recorded in the truth when
+    not 'fixed').
     Returns (image (H, W) or (H, W, 3), truth dict; see ``detection.synthetic.labels`` for its layout).
     Raises SyntheticConfigError for an out-of-range option.
     """

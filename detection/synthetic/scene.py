@@ -58,20 +58,28 @@ RELATIVE_SOFT_DIVISOR = 10.0
 RELATIVE_SOFT_RANGE_PX = (1.0, 3.5)
 RELATIVE_OOF_DIVISOR = 7.0
 RELATIVE_SMALL_OOF_FRACTION = 0.3
+#: blur_rule 'large': a counted crystal's own blur goes up to max(COUNTED_SOFT_MAX_PX, ECD / LARGE_SOFT_DIVISOR),
+#: at most LARGE_SOFT_MAX_PX, i.e. the fixed rule's 2.2 px up to ECD ~40 px and 4.5 px from ~80 px; out of focus and
+#: small out-of-focus blobs as with 'relative'. 'relative' counted sigma 2.5-4 px on 25-40 px crystals, and the model
+#: trained on it boxed more unlabelled soft ovals of that size on the real tiles (README, session 14).
+LARGE_SOFT_DIVISOR = 18.0
+LARGE_SOFT_MAX_PX = 4.5
 
 
 def counted_soft_max_px(ecd_px: float, blur_rule: str) -> float:
     """Most blur (sigma, px) of its own a counted crystal of this ECD may get under ``blur_rule``."""
     if blur_rule == "relative":
         return float(np.clip(ecd_px / RELATIVE_SOFT_DIVISOR, *RELATIVE_SOFT_RANGE_PX))
+    if blur_rule == "large":
+        return float(max(COUNTED_SOFT_MAX_PX, min(ecd_px / LARGE_SOFT_DIVISOR, LARGE_SOFT_MAX_PX)))
     return COUNTED_SOFT_MAX_PX
 
 
 def oof_min_sigma_px(ecd_px: float, blur_rule: str, *, scene_min_px: float, frame_sigma_px: float) -> float:
     """Least blur (sigma, px) of an out-of-focus crystal of this ECD under ``blur_rule``: the scene's lower bound,
-    1.5 x the frame's own blur and OOF_MIN_SIGMA_PX, and with 'relative' ECD / RELATIVE_OOF_DIVISOR."""
+    1.5 x the frame's own blur and OOF_MIN_SIGMA_PX, and with 'relative' or 'large' ECD / RELATIVE_OOF_DIVISOR."""
     lo = max(scene_min_px, 1.5 * frame_sigma_px, OOF_MIN_SIGMA_PX)
-    return max(lo, ecd_px / RELATIVE_OOF_DIVISOR) if blur_rule == "relative" else lo
+    return max(lo, ecd_px / RELATIVE_OOF_DIVISOR) if blur_rule in ("relative", "large") else lo
 
 
 @dataclass(frozen=True)
@@ -312,10 +320,11 @@ def compose(size: tuple[int, int], scene: SceneParams, rng: np.random.Generator,
     """Render a scene. Returns (transmission float32 (H, W), owner map int32 (H, W), object records).
 
     ``frame_sigma_px`` is the camera's whole-frame blur: out-of-focus objects get at least 1.5x that on top, so they
-    stay clearly softer than the (equally blurred) in-focus crystals. ``blur_rule``: 'fixed' or 'relative' (how much
-    blur of its own a counted crystal may have, and from which blur a crystal is out of focus; module constants).
+    stay clearly softer than the (equally blurred) in-focus crystals. ``blur_rule``: 'fixed', 'relative' or 'large'
+    (how much blur of its own a counted crystal may have, and from which blur a crystal is out of focus; module
+    constants).
     """
-    relative = blur_rule == "relative"
+    relative = blur_rule in ("relative", "large")  # both draw a share of the out-of-focus crystals small
     w, h = size
     mp = w * h / 1e6
     canvas = _Canvas(w, h)

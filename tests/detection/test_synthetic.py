@@ -354,3 +354,14 @@ def test_cli_writes_dataset_and_reports_bad_split(tmp_path, capsys):
     assert (tmp_path / "a" / "data.yaml").exists()
     assert cli_main(["--out", str(tmp_path / "b"), "--n", "2", "--seed", "1", "--split", "0.9,0.9,0"]) == 2
     assert "sum to 1" in capsys.readouterr().err
+
+
+def test_blur_rule_large_keeps_the_fixed_limit_for_small_crystals_and_grows_above():
+    large = [scene_mod.counted_soft_max_px(e, "large") for e in (10, 25, 39, 60, 80, 200)]
+    assert large == pytest.approx([scene_mod.COUNTED_SOFT_MAX_PX] * 3 + [60 / 18, 80 / 18, 4.5])
+    a, ta = render_image(42, size=SMALL, difficulty="hard", blur_rule="large")
+    assert ta["blur_rule"] == "large" and a.tobytes() == render_image(42, size=SMALL, difficulty="hard",
+                                                                       blur_rule="large")[0].tobytes()
+    for ecd in np.linspace(8, 220, 50):  # out of focus stays blurrier than any counted crystal of the same size
+        assert scene_mod.oof_min_sigma_px(ecd, "large", scene_min_px=0.0, frame_sigma_px=0.0) > \
+            scene_mod.counted_soft_max_px(ecd, "large")
