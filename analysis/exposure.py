@@ -48,23 +48,27 @@ def full_scale(image: np.ndarray) -> tuple[float, int | None]:
     return 1.0, None
 
 
+def _saturation(image: np.ndarray) -> tuple[float, int | None]:
+    """(share of the pixels at full scale, sensor bit depth or None), with one :func:`full_scale` pass."""
+    a = np.asarray(image)
+    if a.size == 0:
+        return 0.0, None
+    level, bits = full_scale(a)
+    threshold = level - _LEVEL_TOLERANCE if bits else 1.0 - _CLIP_MARGIN
+    return float(np.count_nonzero(a >= threshold)) / a.size, bits
+
+
 def saturated_fraction(image: np.ndarray) -> float:
     """Share of the pixels of ``image`` (float (H, W) in [0, 1], as decoded) at full scale (:func:`full_scale`);
     0.0 for an empty image."""
-    a = np.asarray(image)
-    if a.size == 0:
-        return 0.0
-    level, bits = full_scale(a)
-    threshold = level - _LEVEL_TOLERANCE if bits else 1.0 - _CLIP_MARGIN
-    return float(np.count_nonzero(a >= threshold)) / a.size
+    return _saturation(image)[0]
 
 
 def exposure_note(image: np.ndarray) -> str | None:
     """A sentence for the technician when the image is over-exposed (:data:`OVEREXPOSED_FRACTION`), else None."""
-    fraction = saturated_fraction(image)
+    fraction, bits = _saturation(image)
     if fraction < OVEREXPOSED_FRACTION:
         return None
-    _, bits = full_scale(image)
     where = f"the camera's full scale ({bits}-bit sensor in a 16-bit file)" if bits else "full white"
     return (f"Over-exposed: {100 * fraction:.0f} % of the pixels are at {where}, so faint crystal outlines and "
             "bright crystal interiors may be lost; lower the illumination or the exposure time and take the image "
