@@ -64,6 +64,9 @@ RELATIVE_SMALL_OOF_FRACTION = 0.3
 #: trained on it boxed more unlabelled soft ovals of that size on the real tiles (README, session 14).
 LARGE_SOFT_DIVISOR = 18.0
 LARGE_SOFT_MAX_PX = 4.5
+#: Rules whose out-of-focus blur starts at ECD / RELATIVE_OOF_DIVISOR and that draw a share of the out-of-focus
+#: crystals small (RELATIVE_SMALL_OOF_FRACTION).
+SIZE_AWARE_OOF_RULES = ("relative", "large")
 
 
 def counted_soft_max_px(ecd_px: float, blur_rule: str) -> float:
@@ -79,7 +82,7 @@ def oof_min_sigma_px(ecd_px: float, blur_rule: str, *, scene_min_px: float, fram
     """Least blur (sigma, px) of an out-of-focus crystal of this ECD under ``blur_rule``: the scene's lower bound,
     1.5 x the frame's own blur and OOF_MIN_SIGMA_PX, and with 'relative' or 'large' ECD / RELATIVE_OOF_DIVISOR."""
     lo = max(scene_min_px, 1.5 * frame_sigma_px, OOF_MIN_SIGMA_PX)
-    return max(lo, ecd_px / RELATIVE_OOF_DIVISOR) if blur_rule in ("relative", "large") else lo
+    return max(lo, ecd_px / RELATIVE_OOF_DIVISOR) if blur_rule in SIZE_AWARE_OOF_RULES else lo
 
 
 @dataclass(frozen=True)
@@ -324,7 +327,7 @@ def compose(size: tuple[int, int], scene: SceneParams, rng: np.random.Generator,
     (how much blur of its own a counted crystal may have, and from which blur a crystal is out of focus; module
     constants).
     """
-    relative = blur_rule in ("relative", "large")  # both draw a share of the out-of-focus crystals small
+    relative = blur_rule in SIZE_AWARE_OOF_RULES  # a share of the out-of-focus crystals is drawn small
     w, h = size
     mp = w * h / 1e6
     canvas = _Canvas(w, h)
