@@ -3,11 +3,17 @@
     python -m detection.evaluate [--detector classical|onnx|auto ...] [--model FILE]
                                  [--synthetic N] [--seed S] [--difficulty easy,medium,hard] [--size WxH]
                                  [--real DIR] [--no-frames] [--iou 0.5] [--real-iou 0.3]
+                                 [--blur-rule fixed|relative|large] [--conf C]
 
 The real tiles are also put back together into the micrographs they were cut from (``real-frames``: tiles named
 ``<frame>_<row>_<col>``, adjacent without overlap, their label masks stitched the same way so that a crystal cut by a
 tile edge is one object again): the pipeline then sees whole frames (2224 x 2000 for the development set), as a plant
 would give it, with its tiling, seams and half-scale pass at work.
+
+``--blur-rule`` renders the rendered sets with another rule for which blurred crystals count (the labels a model
+trained on that rule learned; ``detection.synthetic.options.BLUR_RULES``). ``--conf`` runs the model's detectors at
+another score threshold (``OnnxDetectorOptions.conf_threshold``; research use: choose it on tuning renderings, seeds
+800000+, never on the real tiles).
 
 Every detector named with --detector is run on the same images in the same run, so rows compare directly.
 Metrics (all class-agnostic except class accuracy):
@@ -27,7 +33,7 @@ import re
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -35,8 +41,11 @@ import cv2
 import numpy as np
 
 from analysis.pipeline import DETECTOR_CHOICES, AnalysisOptions, Detector, analyze_bytes, make_detector
+from analysis.onnx_adapter import HybridDetector, OnnxPipelineDetector
 from analysis.records import COUNTED_CLASSES, ImageResult
+from detection.onnx_detector import OnnxDetectorOptions
 from detection.metrics import box_iou, match_boxes, score_detections
+from detection.synthetic.options import BLUR_RULES
 
 #: Seeds at or above this are never used for training data (documented in the README's training section).
 HELD_OUT_SEED_BASE = 900_000
@@ -180,12 +189,14 @@ def real_frames(folder: Path) -> list[LabelledImage]:
     return items
 
 
-def synthetic_set(n: int, *, seed: int, difficulty: str, size: tuple[int, int]) -> Iterator[LabelledImage]:
-    """Render ``n`` images (seeds seed..seed+n-1) with the project's generator, PNG-encoded."""
+def synthetic_set(n: int, *, seed: int, difficulty: str, size: tuple[int, int],
+                  blur_rule: str = "fixed") -> Iterator[LabelledImage]:
+    """Render ``n`` images (seeds seed..seed+n-1) with the project's generator, PNG-encoded; ``blur_rule`` decides
+    which blurred crystals are labelled as counted (``render_image``)."""
     from detection.synthetic import render_image
 
     for i in range(n):
-        image, truth = render_image(seed + i, size=size, difficulty=difficulty)
+        image, truth = render_image(seed + i, size=size, difficulty=difficulty, blur_rule=blur_rule)
         ok, png = cv2.imencode(".png", image)
         if not ok:
             raise RuntimeError("PNG encoding failed")
@@ -297,6 +308,21 @@ def format_row(r: EvalReport) -> str:
             f"{r.class_accuracy:>9.3f} {r.d50_error:>8.3f} {r.size_ratio:>6.3f} {r.median_seconds:>6.2f}")
 
 
+def with_conf(detector: Detector, conf: float | None) -> Detector:
+    """``detector`` with its model run at score threshold ``conf`` (None: unchanged). The candidate threshold is
+    lowered with it when it would exceed it. Raises ValueError for a detector without a model (classical) or a
+    threshold outside [0, 1)."""
+    if conf is None:
+        return detector
+    inner = detector.model if isinstance(detector, HybridDetector) else detector
+    if not isinstance(inner, OnnxPipelineDetector):
+        raise ValueError(f"--conf applies to a model's detector, not to {detector.label!r}")
+    opts = replace(inner.options, conf_threshold=conf,
+                   candidate_threshold=min(inner.options.candidate_threshold, conf))
+    changed = replace(inner, options=opts)  # OnnxDetectorOptions checks the range
+    return replace(detector, model=changed) if detector is not inner else changed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m detection.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--detector", action="append", choices=DETECTOR_CHOICES)
@@ -312,14 +338,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--real-iou", type=float, default=0.3, help="IoU threshold on the real tiles")
     ap.add_argument("--by-size", action="store_true",
                     help="after each row, the recall per labelled-size bin (which crystal sizes are missed)")
+    ap.add_argument("--blur-rule", default="fixed", choices=BLUR_RULES,
+                    help="which blurred crystals the rendered sets label as counted (the renderer's --blur-rule)")
+    ap.add_argument("--conf", type=float, default=None,
+                    help="the model's score threshold (default: the detector's own, "
+                         f"{OnnxDetectorOptions.conf_threshold}); choose it on tuning renderings, never on real tiles")
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
-    detectors = [make_detector(k, model_path=args.model) for k in (args.detector or ["classical"])]
+    try:
+        detectors = [with_conf(make_detector(k, model_path=args.model), args.conf)
+                     for k in (args.detector or ["classical"])]
+    except ValueError as e:
+        ap.error(str(e))
     sets: list[tuple[str, list[LabelledImage], float]] = []
     if args.synthetic > 0:
         for k, diff in enumerate(args.difficulty.split(",")):
-            items = list(synthetic_set(args.synthetic, seed=args.seed + 10_000 * k, difficulty=diff, size=(w, h)))
-            sets.append((f"synthetic-{diff}", items, args.iou))
+            items = list(synthetic_set(args.synthetic, seed=args.seed + 10_000 * k, difficulty=diff, size=(w, h),
+                                       blur_rule=args.blur_rule))
+            rule = "" if args.blur_rule == "fixed" else f"-{args.blur_rule}"
+            sets.append((f"synthetic-{diff}{rule}", items, args.iou))
     if args.real and (args.real / "truth.json").is_file():
         sets.append(("real", real_set(args.real), args.real_iou))
         frames = [] if args.no_frames else real_frames(args.real)

@@ -1,4 +1,4 @@
-"""detection.evaluate: the sizing-bias column, recall by labelled size, and real_frames (labelled tiles put back together into their frames)."""
+"""detection.evaluate: rendered sets under another blur rule, --conf, the sizing-bias column, recall by labelled size, and real_frames (labelled tiles put back together into their frames)."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from analysis.onnx_adapter import HybridDetector, load_onnx_detector_from_bytes
 from analysis.pipeline import make_detector
 from detection.evaluate import (
-    LabelledImage, evaluate, format_size_row, real_frames, real_set, recall_by_size,
+    LabelledImage, evaluate, format_size_row, main, real_frames, real_set, recall_by_size, synthetic_set, with_conf,
 )
+from detection.synthetic import render_image
+from tests.detection.onnx_fixtures import conv_head_model
 
 TILE_H, TILE_W = 40, 60
 
@@ -159,3 +162,50 @@ def test_a_label_with_nothing_in_the_image_lowers_the_recall_of_its_size_bin_onl
     assert report.recall == pytest.approx(6 / 7)
     assert report.recall_by_size == ((25.0, 40.0, 6, 1.0), (80.0, 120.0, 1, 0.0))
     assert format_size_row(report) == "  recall by labelled ECD: 25-40 px 1.00 (6) | 80-120 px 0.00 (1)"
+
+
+def test_the_rendered_sets_carry_the_labels_of_the_blur_rule_asked_for():
+    """The rule decides how blurred a counted crystal may be rendered and which blurred ones are labelled counted;
+    the set must carry exactly the rule's counted objects, not the fixed rule's."""
+    seeds = range(700_000, 700_006)
+    fixed = list(synthetic_set(len(seeds), seed=seeds[0], difficulty="hard", size=(320, 256)))
+    large = list(synthetic_set(len(seeds), seed=seeds[0], difficulty="hard", size=(320, 256), blur_rule="large"))
+    for seed, f, g in zip(seeds, fixed, large):
+        _, truth = render_image(seed, size=(320, 256), difficulty="hard", blur_rule="large")
+        counted = [o for o in truth["objects"] if o["counted"]]
+        assert g.boxes.tolist() == [list(map(float, o["box"])) for o in counted]
+        assert g.classes == tuple(o["class"] for o in counted)
+    assert sum(len(f.boxes) for f in fixed) != sum(len(g.boxes) for g in large)
+
+
+def _model_detector():
+    return load_onnx_detector_from_bytes(conv_head_model(), name="tiny", version="0")
+
+
+def test_with_conf_changes_only_the_score_thresholds_of_the_model():
+    det = _model_detector()
+    assert with_conf(det, None) is det
+    raised = with_conf(det, 0.4)
+    assert (raised.options.conf_threshold, raised.options.candidate_threshold) == (0.4, det.options.candidate_threshold)
+    lowered = with_conf(det, 0.02)
+    assert (lowered.options.conf_threshold, lowered.options.candidate_threshold) == (0.02, 0.02)
+    assert raised.model is det.model and det.options.conf_threshold == 0.25
+
+    hybrid = with_conf(HybridDetector(det), 0.4)
+    assert isinstance(hybrid, HybridDetector) and hybrid.model.options.conf_threshold == 0.4
+
+
+@pytest.mark.parametrize("detector, conf, message", [
+    (make_detector("classical"), 0.3, "a model's detector"),
+    (None, 1.0, "conf_threshold must be in"),
+])
+def test_with_conf_refuses_a_detector_without_a_model_and_a_threshold_out_of_range(detector, conf, message):
+    with pytest.raises(ValueError, match=message):
+        with_conf(detector or _model_detector(), conf)
+
+
+def test_the_command_line_refuses_conf_for_the_classical_detector(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--detector", "classical", "--conf", "0.3", "--synthetic", "0"])
+    assert e.value.code == 2
+    assert "--conf applies to a model's detector" in capsys.readouterr().err
