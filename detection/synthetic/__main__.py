@@ -4,7 +4,7 @@ Usage::
 
     python -m detection.synthetic --out DIR --n N --seed S [--size WxH] [--split 0.8,0.1,0.1]
         [--difficulty easy|medium|hard|mixed] [--format png|jpg|png16|mixed] [--workers K] [--seg] [--mimic-class]
-        [--blur-rule fixed|relative|large]
+        [--blur-rule fixed|relative|large] [--near-oof F]
 
 --out DIR         output folder (created): images/, labels/, truth/ per split, data.yaml, dataset.json
 --n N             number of images
@@ -19,6 +19,8 @@ Usage::
 --blur-rule       fixed (default): a counted crystal's own blur and an out-of-focus crystal's least blur are fixed
                   sigmas; relative: both grow with the crystal's size (detection.synthetic.scene, RELATIVE_*);
                   large: the fixed limit up to ~40 px, growing above (LARGE_*)
+--near-oof F      share (0-1, default 0) of the out-of-focus crystals drawn just past the counted blur limit with
+                  their contrast kept: negatives near the boundary (NEAR_OOF_*)
 
 Classes: 0 crystal, 1 agglomerate (2 mimic with --mimic-class). Out-of-focus crystals, bubbles, dust, fibres,
 scratches, smudges and edge debris are rendered but never labelled as countable; they are listed, with their kind,
@@ -50,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--blur-rule", default="fixed", choices=BLUR_RULES,
                     help="which blurred crystals count: fixed sigma limits, limits relative to the crystal's size, "
                          "or the fixed limit growing only for large crystals")
+    ap.add_argument("--near-oof", type=float, default=0.0,
+                    help="share (0-1) of out-of-focus crystals drawn just past the counted blur limit")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = write_dataset(args.out, n=args.n, seed=args.seed, size=parse_size(args.size),
                                 split=parse_split(args.split), difficulty=args.difficulty, fmt=args.fmt,
                                 workers=args.workers, seg=args.seg, mimic_class=args.mimic_class, blur_rule=args.blur_rule,
-                                progress=None if args.quiet else bar)
+                                near_oof=args.near_oof, progress=None if args.quiet else bar)
     except SyntheticConfigError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2

@@ -34,6 +34,17 @@ class SyntheticConfigError(CrystalQCError, ValueError):
     """A generator option is out of range (image size, difficulty, split, format, ...)."""
 
 
+def check_near_oof(near_oof: float) -> float:
+    """Validate the share of just-out-of-focus crystals (0-1); returns it as a float."""
+    try:
+        value = float(near_oof)
+    except (TypeError, ValueError):
+        raise SyntheticConfigError(f"near_oof must be a number from 0 to 1, got {near_oof!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise SyntheticConfigError(f"near_oof must be a number from 0 to 1, got {near_oof!r}")
+    return value
+
+
 def check_size(size: tuple[int, int]) -> tuple[int, int]:
     """Validate an image size (W, H) in pixels; returns it as a tuple of ints."""
     try:

@@ -8,7 +8,8 @@ import numpy as np
 from detection.synthetic.camera import expose, sample_camera
 from detection.synthetic.labels import count_objects, extract_objects
 from detection.synthetic.options import (
-    BLUR_RULES, COLOURS, DIFFICULTIES, DIFFICULTY_CHOICES, MIXED_WEIGHTS, SyntheticConfigError, check_choice, check_size,
+    BLUR_RULES, COLOURS, DIFFICULTIES, DIFFICULTY_CHOICES, MIXED_WEIGHTS, SyntheticConfigError, check_choice, check_near_oof,
+    check_size,
 )
 from detection.synthetic.scene import compose, sample_scene
 
@@ -16,7 +17,8 @@ logger = logging.getLogger(__name__)
 
 
 def render_image(seed: int, *, size: tuple[int, int] = (1280, 1024), difficulty: str = "medium",
-                 bit_depth: int = 8, colour: str = "auto", blur_rule: str = "fixed") -> tuple[np.ndarray, dict]:
+                 bit_depth: int = 8, colour: str = "auto", blur_rule: str = "fixed",
+                 near_oof: float = 0.0) -> tuple[np.ndarray, dict]:
     """Render one micrograph and its truth; the same arguments always give the same bytes.
 
     seed: any non-negative int (the only source of randomness). size: (W, H) pixels, 32..8192 each.
@@ -24,7 +26,8 @@ def render_image(seed: int, *, size: tuple[int, int] = (1280, 1024), difficulty:
     bit_depth: 8 -> uint8, 16 -> uint16 (full 0..65535 range). colour: 'auto' (a few images get a colour cast and
     come out BGR), 'grey' (always (H, W)) or 'bgr' (always (H, W, 3)). blur_rule: which blurred crystals count,
     'fixed' (default), 'relative' or 'large' (detection.synthetic.options.BLUR_RULES; recorded in the truth when
-    not 'fixed').
+    not 'fixed'). near_oof: share (0-1) of the out-of-focus crystals drawn just past the counted blur limit, with
+    their contrast kept (negatives near the boundary; detection.synthetic.scene, NEAR_OOF_*; recorded when not 0).
     Returns (image (H, W) or (H, W, 3), truth dict; see ``detection.synthetic.labels`` for its layout).
     Raises SyntheticConfigError for an out-of-range option.
     """
@@ -32,6 +35,7 @@ def render_image(seed: int, *, size: tuple[int, int] = (1280, 1024), difficulty:
     check_choice(difficulty, DIFFICULTY_CHOICES, "difficulty")
     check_choice(colour, COLOURS, "colour")
     check_choice(blur_rule, BLUR_RULES, "blur_rule")
+    near_oof = check_near_oof(near_oof)
     if bit_depth not in (8, 16):
         raise SyntheticConfigError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -45,7 +49,8 @@ def render_image(seed: int, *, size: tuple[int, int] = (1280, 1024), difficulty:
     if colour == "bgr" and cam.colour_gains is None:
         cam = type(cam)(**{**cam.to_dict(), "colour_gains": tuple(float(g) for g in
                                                                   1.0 + rng.uniform(-0.05, 0.05, size=3))})
-    transmission, owner, records = compose((w, h), scene, rng, frame_sigma_px=cam.defocus_sigma_px, blur_rule=blur_rule)
+    transmission, owner, records = compose((w, h), scene, rng, frame_sigma_px=cam.defocus_sigma_px, blur_rule=blur_rule,
+                                         near_oof=near_oof)
     image = expose(transmission, cam, rng, bit_depth=bit_depth)
     objects = extract_objects(owner, records)
     counted = [o for o in objects if o["counted"]]
@@ -57,5 +62,7 @@ def render_image(seed: int, *, size: tuple[int, int] = (1280, 1024), difficulty:
     }
     if blur_rule != "fixed":  # the default's truth stays byte for byte as before
         truth["blur_rule"] = blur_rule
+    if near_oof:
+        truth["near_oof"] = near_oof
     logger.debug("rendered seed %d (%s): %d counted, %d objects", seed, level, len(counted), len(objects))
     return image, truth

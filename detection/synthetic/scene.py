@@ -64,6 +64,17 @@ RELATIVE_SMALL_OOF_FRACTION = 0.3
 #: trained on it boxed more unlabelled soft ovals of that size on the real tiles (README, session 14).
 LARGE_SOFT_DIVISOR = 18.0
 LARGE_SOFT_MAX_PX = 4.5
+#: ``near_oof``: the share of out-of-focus crystals drawn *just* past the counted limit - own blur sigma uniform in
+#: [lo, NEAR_OOF_SPAN x lo] with lo = max(OOF_MIN_SIGMA_PX, 1.5 x the frame blur, the counted limit for their size +
+#: NEAR_OOF_MARGIN_PX), contrast kept at NEAR_OOF_KEEP, sized like the counted crystals, never a blob. The ordinary
+#: out-of-focus crystals are mostly far past the limit (log-uniform sigma up to 22-32 px, half of them blobs, contrast
+#: x 0.3-1.0), so the model saw few negatives near the boundary; on the real tiles its unmatched boxes were 15-40 px
+#: soft but clearly visible ovals whose edges are ~30 % wider than the matched crystals' (session 15: 10-90 % edge
+#: width median 7.6 vs 5.8 px at 25-40 px ECD).
+NEAR_OOF_MARGIN_PX = 0.8
+NEAR_OOF_SPAN = 1.5
+NEAR_OOF_KEEP = (0.8, 1.0)
+NEAR_OOF_SCALE = (0.5, 1.5)
 #: Rules whose out-of-focus blur starts at ECD / RELATIVE_OOF_DIVISOR and that draw a share of the out-of-focus
 #: crystals small (RELATIVE_SMALL_OOF_FRACTION).
 SIZE_AWARE_OOF_RULES = ("relative", "large")
@@ -318,14 +329,22 @@ def _touching_centre(canvas: _Canvas, rng: np.random.Generator, poly: np.ndarray
     return best
 
 
+def near_oof_min_sigma_px(ecd_px: float, blur_rule: str, *, frame_sigma_px: float) -> float:
+    """Least blur (sigma, px) of a just-out-of-focus crystal (``near_oof``): past both the counted limit for its size
+    by NEAR_OOF_MARGIN_PX and the least out-of-focus blur of the fixed rule."""
+    return max(OOF_MIN_SIGMA_PX, 1.5 * frame_sigma_px, counted_soft_max_px(ecd_px, blur_rule) + NEAR_OOF_MARGIN_PX)
+
+
 def compose(size: tuple[int, int], scene: SceneParams, rng: np.random.Generator, *,
-            frame_sigma_px: float = 0.0, blur_rule: str = "fixed") -> tuple[np.ndarray, np.ndarray, list[ObjectRecord]]:
+            frame_sigma_px: float = 0.0, blur_rule: str = "fixed", near_oof: float = 0.0
+            ) -> tuple[np.ndarray, np.ndarray, list[ObjectRecord]]:
     """Render a scene. Returns (transmission float32 (H, W), owner map int32 (H, W), object records).
 
     ``frame_sigma_px`` is the camera's whole-frame blur: out-of-focus objects get at least 1.5x that on top, so they
     stay clearly softer than the (equally blurred) in-focus crystals. ``blur_rule``: 'fixed', 'relative' or 'large'
     (how much blur of its own a counted crystal may have, and from which blur a crystal is out of focus; module
-    constants).
+    constants). ``near_oof``: share (0-1) of the out-of-focus crystals drawn just past the counted limit (NEAR_OOF_*);
+    0 draws nothing extra from ``rng``, so the images of earlier recipes stay byte for byte the same.
     """
     relative = blur_rule in SIZE_AWARE_OOF_RULES  # a share of the out-of-focus crystals is drawn small
     w, h = size
@@ -341,18 +360,28 @@ def compose(size: tuple[int, int], scene: SceneParams, rng: np.random.Generator,
     oof_front = [rng.random() < 0.35 for _ in range(n_oof)]
 
     def add_oof(front: bool) -> None:
-        scale = rng.uniform(0.4, 0.9) if relative and rng.random() < RELATIVE_SMALL_OOF_FRACTION else \
-            rng.uniform(0.8, 2.0)
+        near = near_oof > 0 and rng.random() < near_oof
+        if near:
+            scale = rng.uniform(*NEAR_OOF_SCALE)
+        elif relative and rng.random() < RELATIVE_SMALL_OOF_FRACTION:
+            scale = rng.uniform(0.4, 0.9)
+        else:
+            scale = rng.uniform(0.8, 2.0)
         ecd = _ecd(rng, scene.ecd_median_px * scale, scene.ecd_sigma + 0.1, min(max_ecd, 220.0))
         poly, look, kind = _crystal(rng, scene, ecd, style="bevel" if rng.random() < 0.6 else None,
                                     contrast=rng.uniform(0.6, 1.3))
-        lo, hi = scene.oof_sigma_px
-        lo = oof_min_sigma_px(ecd, blur_rule, scene_min_px=lo, frame_sigma_px=frame_sigma_px)
-        sigma = _log_uniform(rng, lo, max(hi, 1.5 * lo))
-        if rng.random() < 0.5:  # most defocused crystals are blobs: blur comparable to their size
-            sigma = max(sigma, ecd * rng.uniform(0.08, 0.35))
-        keep = rng.uniform(0.3, 1.0) * (0.7 if front else 1.0)
-        glow = rng.uniform(-0.08, 0.15) if rng.random() < 0.5 else 0.0
+        if near:
+            lo = near_oof_min_sigma_px(ecd, blur_rule, frame_sigma_px=frame_sigma_px)
+            sigma = rng.uniform(lo, NEAR_OOF_SPAN * lo)
+            keep, glow = rng.uniform(*NEAR_OOF_KEEP), 0.0
+        else:
+            lo, hi = scene.oof_sigma_px
+            lo = oof_min_sigma_px(ecd, blur_rule, scene_min_px=lo, frame_sigma_px=frame_sigma_px)
+            sigma = _log_uniform(rng, lo, max(hi, 1.5 * lo))
+            if rng.random() < 0.5:  # most defocused crystals are blobs: blur comparable to their size
+                sigma = max(sigma, ecd * rng.uniform(0.08, 0.35))
+            keep = rng.uniform(0.3, 1.0) * (0.7 if front else 1.0)
+            glow = rng.uniform(-0.08, 0.15) if rng.random() < 0.5 else 0.0
         layer = artefacts.out_of_focus_layer(poly, look, centre=tuple(uni()), sigma_px=sigma, keep=keep,
                                              centre_glow=glow, rng=rng)
         canvas.add_ignored(layer, "out_of_focus", blur_sigma_px=round(sigma, 2), shape=kind)

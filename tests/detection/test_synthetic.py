@@ -365,3 +365,58 @@ def test_blur_rule_large_keeps_the_fixed_limit_for_small_crystals_and_grows_abov
     for ecd in np.linspace(8, 220, 50):  # out of focus stays blurrier than any counted crystal of the same size
         assert scene_mod.oof_min_sigma_px(ecd, "large", scene_min_px=0.0, frame_sigma_px=0.0) > \
             scene_mod.counted_soft_max_px(ecd, "large")
+
+
+def _oof_sigmas(near_oof: float, *, blur_rule: str = "fixed", frame_sigma_px: float = 0.0) -> list[float]:
+    sigmas = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        scene = sample_scene("hard", rng)
+        _, _, records = compose((640, 512), scene, rng, frame_sigma_px=frame_sigma_px, blur_rule=blur_rule,
+                                near_oof=near_oof)
+        sigmas += [r.extra["blur_sigma_px"] for r in records if r.kind == "out_of_focus"]
+    return sigmas
+
+
+def test_near_oof_draws_out_of_focus_crystals_just_past_the_counted_limit():
+    far = _oof_sigmas(0.0)
+    near = _oof_sigmas(1.0)
+    lo = scene_mod.OOF_MIN_SIGMA_PX  # fixed rule, no frame blur: past 2.2 + 0.8 px and the 3 px floor
+    assert len(near) >= 20 and min(near) >= lo - 0.01 and max(near) <= scene_mod.NEAR_OOF_SPAN * lo + 0.01
+    assert np.median(far) > scene_mod.NEAR_OOF_SPAN * lo  # the ordinary ones lie mostly far past the limit
+    blurred = _oof_sigmas(1.0, frame_sigma_px=2.5)  # and stay 1.5 x blurrier than the frame
+    assert min(blurred) >= 3.75 - 0.01
+    mixed = _oof_sigmas(0.4)
+    assert 0.15 < np.mean(np.array(mixed) <= scene_mod.NEAR_OOF_SPAN * lo + 0.01) < 0.8
+
+
+@pytest.mark.parametrize("rule", ["fixed", "relative", "large"])
+def test_near_oof_blur_never_reaches_the_counted_limit_of_its_size(rule):
+    for ecd in np.linspace(8, 220, 50):
+        lo = scene_mod.near_oof_min_sigma_px(ecd, rule, frame_sigma_px=0.0)
+        assert lo >= scene_mod.counted_soft_max_px(ecd, rule) + scene_mod.NEAR_OOF_MARGIN_PX
+
+
+def test_near_oof_zero_leaves_earlier_recipes_byte_for_byte_and_a_share_is_recorded():
+    a, ta = render_image(42, size=SMALL, difficulty="hard")
+    b, tb = render_image(42, size=SMALL, difficulty="hard", near_oof=0.0)
+    assert a.tobytes() == b.tobytes() and ta == tb and "near_oof" not in ta
+    c, tc = render_image(42, size=SMALL, difficulty="hard", near_oof=0.5)
+    assert tc["near_oof"] == 0.5 and c.tobytes() == render_image(42, size=SMALL, difficulty="hard",
+                                                                 near_oof=0.5)[0].tobytes()
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "many", None])
+def test_near_oof_out_of_range_is_refused(bad):
+    with pytest.raises(SyntheticConfigError, match="near_oof must be a number from 0 to 1"):
+        render_image(1, size=SMALL, near_oof=bad)
+
+
+def test_the_command_line_records_near_oof_in_the_dataset(tmp_path, capsys):
+    assert cli_main(["--out", str(tmp_path / "d"), "--n", "2", "--seed", "3", "--size", "128x96", "--near-oof",
+                     "0.3", "--quiet"]) == 0
+    assert json.loads((tmp_path / "d" / "dataset.json").read_text())["near_oof"] == 0.3
+    truth = json.loads(next((tmp_path / "d" / "truth").rglob("*.json")).read_text())
+    assert truth["near_oof"] == 0.3
+    assert cli_main(["--out", str(tmp_path / "e"), "--n", "1", "--seed", "3", "--near-oof", "2"]) == 2
+    assert "near_oof" in capsys.readouterr().err
