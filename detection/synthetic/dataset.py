@@ -100,7 +100,8 @@ def _worker_init() -> None:
 def write_dataset(out_dir: str | os.PathLike, *, n: int, seed: int, size: tuple[int, int] = (640, 640),
                   split: tuple[float, float, float] | str = (0.8, 0.1, 0.1), difficulty: str = "mixed",
                   fmt: str = "png", workers: int = 1, seg: bool = False, mimic_class: bool = False,
-                  blur_rule: str = "fixed", near_oof: float = 0.0, progress: Callable[[int, int], None] | None = None) -> dict:
+                  blur_rule: str = "fixed", near_oof: float = 0.0,
+                  progress: Callable[[int, int], None] | None = None) -> dict:
     """Render ``n`` images with labels into ``out_dir`` (created if needed) and return a summary dict.
 
     size: (W, H) of every image. split: train/val/test fractions. difficulty: 'easy' | 'medium' | 'hard' | 'mixed'.
@@ -155,8 +156,8 @@ def write_dataset(out_dir: str | os.PathLike, *, n: int, seed: int, size: tuple[
     (root / "data.yaml").write_text(data_yaml(str(root), names))
     summary = {"generator": "detection.synthetic", "n": int(n), "seed": int(seed), "size": list(size),
                "split": list(fractions), "difficulty": difficulty, "format": fmt, "seg": bool(seg),
-               "mimic_class": bool(mimic_class), "blur_rule": blur_rule, "near_oof": near_oof, "names": list(names), "images_per_split": per_split,
-               "counts": totals}
+               "mimic_class": bool(mimic_class), "blur_rule": blur_rule, "near_oof": near_oof, "names": list(names),
+               "images_per_split": per_split, "counts": totals}
     (root / "dataset.json").write_text(json.dumps(summary, indent=1))
     logger.info("wrote %d synthetic images to %s", n, root)
     return summary

@@ -8,8 +8,8 @@ import numpy as np
 from detection.synthetic.camera import expose, sample_camera
 from detection.synthetic.labels import count_objects, extract_objects
 from detection.synthetic.options import (
-    BLUR_RULES, COLOURS, DIFFICULTIES, DIFFICULTY_CHOICES, MIXED_WEIGHTS, SyntheticConfigError, check_choice, check_near_oof,
-    check_size,
+    BLUR_RULES, COLOURS, DIFFICULTIES, DIFFICULTY_CHOICES, MIXED_WEIGHTS, SyntheticConfigError, check_choice,
+    check_near_oof, check_size,
 )
 from detection.synthetic.scene import compose, sample_scene
 

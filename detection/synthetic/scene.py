@@ -70,7 +70,8 @@ LARGE_SOFT_MAX_PX = 4.5
 #: out-of-focus crystals are mostly far past the limit (log-uniform sigma up to 22-32 px, half of them blobs, contrast
 #: x 0.3-1.0), so the model saw few negatives near the boundary; on the real tiles its unmatched boxes were 15-40 px
 #: soft but clearly visible ovals whose edges are ~30 % wider than the matched crystals' (session 15: 10-90 % edge
-#: width median 7.6 vs 5.8 px at 25-40 px ECD).
+#: width median 7.6 vs 5.8 px at 25-40 px ECD). Measured once (share 0.4, README *Measured in session 15*): real
+#: precision up, recall down as much (the real labels count many such ovals too); not in the shipped model's recipe.
 NEAR_OOF_MARGIN_PX = 0.8
 NEAR_OOF_SPAN = 1.5
 NEAR_OOF_KEEP = (0.8, 1.0)

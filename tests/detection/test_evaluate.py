@@ -1,4 +1,5 @@
-"""detection.evaluate: rendered sets under another blur rule, --conf, the sizing-bias column, recall by labelled size, and real_frames (labelled tiles put back together into their frames)."""
+"""detection.evaluate: rendered sets under another blur rule, --conf, the sizing-bias column, recall by labelled
+size, and real_frames (labelled tiles put back together into their frames)."""
 from __future__ import annotations
 
 import json
