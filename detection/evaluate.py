@@ -3,7 +3,7 @@
     python -m detection.evaluate [--detector classical|onnx|auto ...] [--model FILE]
                                  [--synthetic N] [--seed S] [--difficulty easy,medium,hard] [--size WxH]
                                  [--real DIR] [--no-frames] [--iou 0.5] [--real-iou 0.3]
-                                 [--blur-rule fixed|relative|large] [--conf C]
+                                 [--blur-rule fixed|relative|large|large-tight] [--conf C]
 
 The real tiles are also put back together into the micrographs they were cut from (``real-frames``: tiles named
 ``<frame>_<row>_<col>``, adjacent without overlap, their label masks stitched the same way so that a crystal cut by a

@@ -4,7 +4,7 @@ Usage::
 
     python -m detection.synthetic --out DIR --n N --seed S [--size WxH] [--split 0.8,0.1,0.1]
         [--difficulty easy|medium|hard|mixed] [--format png|jpg|png16|mixed] [--workers K] [--seg] [--mimic-class]
-        [--blur-rule fixed|relative|large] [--near-oof F]
+        [--blur-rule fixed|relative|large|large-tight] [--near-oof F]
 
 --out DIR         output folder (created): images/, labels/, truth/ per split, data.yaml, dataset.json
 --n N             number of images
@@ -18,7 +18,8 @@ Usage::
 --mimic-class     label out-of-focus crystals and bubbles as class 2 'mimic' (default: left out)
 --blur-rule       fixed (default): a counted crystal's own blur and an out-of-focus crystal's least blur are fixed
                   sigmas; relative: both grow with the crystal's size (detection.synthetic.scene, RELATIVE_*);
-                  large: the fixed limit up to ~40 px, growing above (LARGE_*)
+                  large: the fixed limit up to ~40 px, growing above (LARGE_*); large-tight: counted as large,
+                  out of focus from just past that limit at every size
 --near-oof F      share (0-1, default 0) of the out-of-focus crystals drawn just past the counted blur limit with
                   their contrast kept: negatives near the boundary (NEAR_OOF_*)
 
@@ -51,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--mimic-class", action="store_true", help="label out-of-focus crystals and bubbles as class 2")
     ap.add_argument("--blur-rule", default="fixed", choices=BLUR_RULES,
                     help="which blurred crystals count: fixed sigma limits, limits relative to the crystal's size, "
-                         "or the fixed limit growing only for large crystals")
+                         "the fixed limit growing only for large crystals, or that with out of focus just past it")
     ap.add_argument("--near-oof", type=float, default=0.0,
                     help="share (0-1) of out-of-focus crystals drawn just past the counted blur limit")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -107,7 +107,7 @@ def write_dataset(out_dir: str | os.PathLike, *, n: int, seed: int, size: tuple[
     size: (W, H) of every image. split: train/val/test fractions. difficulty: 'easy' | 'medium' | 'hard' | 'mixed'.
     fmt: 'png' | 'jpg' | 'png16' | 'mixed'. workers: processes (1 = in this process). seg: YOLO polygons instead of
     boxes. mimic_class: out-of-focus crystals and bubbles as class 2 'mimic'. blur_rule: which blurred crystals count
-    ('fixed', 'relative' or 'large', see detection.synthetic.render.render_image). near_oof: share of the
+    (detection.synthetic.options.BLUR_RULES, see detection.synthetic.render.render_image). near_oof: share of the
     out-of-focus crystals drawn just past the counted blur limit (render_image). progress(done, total) is called after
     every image. Raises SyntheticConfigError for bad options (n < 1, unknown choices, bad split or size) and when
     ``out_dir/images`` already holds files (old and new images must not mix).

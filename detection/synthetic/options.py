@@ -23,7 +23,8 @@ COLOURS: tuple[str, ...] = ("auto", "grey", "bgr")
 #: (blur small against the crystal counts, as the focus rule of analysis.exclude and the real tiles' labels judge it);
 #: 'large' - the fixed limit for crystals up to ~40 px, growing only above (large soft crystals count, small soft blobs
 #: do not: what the session-14 error analysis of the real tiles found; detection.synthetic.scene, LARGE_*).
-BLUR_RULES: tuple[str, ...] = ("fixed", "relative", "large")
+#: 'large-tight' - counted as 'large', out of focus from just past that limit at every size (scene.py).
+BLUR_RULES: tuple[str, ...] = ("fixed", "relative", "large", "large-tight")
 #: Smallest visible area (pixels) of a counted object; smaller visible remains become 'dust' (or 'debris' at the edge).
 MIN_COUNTED_AREA_PX = 20
 MIN_SIZE_PX = 32

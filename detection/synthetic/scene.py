@@ -76,25 +76,36 @@ NEAR_OOF_MARGIN_PX = 0.8
 NEAR_OOF_SPAN = 1.5
 NEAR_OOF_KEEP = (0.8, 1.0)
 NEAR_OOF_SCALE = (0.5, 1.5)
-#: Rules whose out-of-focus blur starts at ECD / RELATIVE_OOF_DIVISOR and that draw a share of the out-of-focus
-#: crystals small (RELATIVE_SMALL_OOF_FRACTION).
+#: blur_rule 'large-tight': counted as 'large'; out of focus from just past the counted limit for every size
+#: (max(OOF_MIN_SIGMA_PX, limit + NEAR_OOF_MARGIN_PX)) instead of ECD / RELATIVE_OOF_DIVISOR, which under 'large'
+#: leaves a band of blur that no rendered crystal has (a 30 px crystal: counted up to 2.2 px, out of focus from 4.3 px;
+#: a 60 px one: 3.3 and 8.6 px), where the real tiles' unlabelled soft ovals lie.
+LARGE_RULES = ("large", "large-tight")
+#: Rules whose out-of-focus blur starts at ECD / RELATIVE_OOF_DIVISOR.
 SIZE_AWARE_OOF_RULES = ("relative", "large")
+#: Rules that draw a share of the out-of-focus crystals small (RELATIVE_SMALL_OOF_FRACTION).
+SMALL_OOF_RULES = ("relative", "large", "large-tight")
 
 
 def counted_soft_max_px(ecd_px: float, blur_rule: str) -> float:
     """Most blur (sigma, px) of its own a counted crystal of this ECD may get under ``blur_rule``."""
     if blur_rule == "relative":
         return float(np.clip(ecd_px / RELATIVE_SOFT_DIVISOR, *RELATIVE_SOFT_RANGE_PX))
-    if blur_rule == "large":
+    if blur_rule in LARGE_RULES:
         return float(max(COUNTED_SOFT_MAX_PX, min(ecd_px / LARGE_SOFT_DIVISOR, LARGE_SOFT_MAX_PX)))
     return COUNTED_SOFT_MAX_PX
 
 
 def oof_min_sigma_px(ecd_px: float, blur_rule: str, *, scene_min_px: float, frame_sigma_px: float) -> float:
     """Least blur (sigma, px) of an out-of-focus crystal of this ECD under ``blur_rule``: the scene's lower bound,
-    1.5 x the frame's own blur and OOF_MIN_SIGMA_PX, and with 'relative' or 'large' ECD / RELATIVE_OOF_DIVISOR."""
+    1.5 x the frame's own blur and OOF_MIN_SIGMA_PX, and with 'relative' or 'large' ECD / RELATIVE_OOF_DIVISOR, with
+    'large-tight' the counted limit for its size + NEAR_OOF_MARGIN_PX."""
     lo = max(scene_min_px, 1.5 * frame_sigma_px, OOF_MIN_SIGMA_PX)
-    return max(lo, ecd_px / RELATIVE_OOF_DIVISOR) if blur_rule in SIZE_AWARE_OOF_RULES else lo
+    if blur_rule in SIZE_AWARE_OOF_RULES:
+        return max(lo, ecd_px / RELATIVE_OOF_DIVISOR)
+    if blur_rule == "large-tight":
+        return max(lo, counted_soft_max_px(ecd_px, blur_rule) + NEAR_OOF_MARGIN_PX)
+    return lo
 
 
 @dataclass(frozen=True)
@@ -342,12 +353,12 @@ def compose(size: tuple[int, int], scene: SceneParams, rng: np.random.Generator,
     """Render a scene. Returns (transmission float32 (H, W), owner map int32 (H, W), object records).
 
     ``frame_sigma_px`` is the camera's whole-frame blur: out-of-focus objects get at least 1.5x that on top, so they
-    stay clearly softer than the (equally blurred) in-focus crystals. ``blur_rule``: 'fixed', 'relative' or 'large'
-    (how much blur of its own a counted crystal may have, and from which blur a crystal is out of focus; module
+    stay clearly softer than the (equally blurred) in-focus crystals. ``blur_rule``: 'fixed', 'relative', 'large' or
+    'large-tight' (how much blur of its own a counted crystal may have, and from which blur a crystal is out of focus; module
     constants). ``near_oof``: share (0-1) of the out-of-focus crystals drawn just past the counted limit (NEAR_OOF_*);
     0 draws nothing extra from ``rng``, so the images of earlier recipes stay byte for byte the same.
     """
-    relative = blur_rule in SIZE_AWARE_OOF_RULES  # a share of the out-of-focus crystals is drawn small
+    relative = blur_rule in SMALL_OOF_RULES  # a share of the out-of-focus crystals is drawn small
     w, h = size
     mp = w * h / 1e6
     canvas = _Canvas(w, h)

@@ -390,7 +390,7 @@ def test_near_oof_draws_out_of_focus_crystals_just_past_the_counted_limit():
     assert 0.15 < np.mean(np.array(mixed) <= scene_mod.NEAR_OOF_SPAN * lo + 0.01) < 0.8
 
 
-@pytest.mark.parametrize("rule", ["fixed", "relative", "large"])
+@pytest.mark.parametrize("rule", ["fixed", "relative", "large", "large-tight"])
 def test_near_oof_blur_never_reaches_the_counted_limit_of_its_size(rule):
     for ecd in np.linspace(8, 220, 50):
         lo = scene_mod.near_oof_min_sigma_px(ecd, rule, frame_sigma_px=0.0)
@@ -420,3 +420,20 @@ def test_the_command_line_records_near_oof_in_the_dataset(tmp_path, capsys):
     assert truth["near_oof"] == 0.3
     assert cli_main(["--out", str(tmp_path / "e"), "--n", "1", "--seed", "3", "--near-oof", "2"]) == 2
     assert "near_oof" in capsys.readouterr().err
+
+
+def test_blur_rule_large_tight_counts_as_large_and_leaves_no_blur_band_unrendered():
+    """Counted limits as 'large'; out of focus starts just past them (the fixed rule's 3 px up to ~40 px ECD), where
+    'large' starts at ECD / 7 and leaves the band between unrendered."""
+    for ecd in np.linspace(8, 220, 50):
+        limit = scene_mod.counted_soft_max_px(ecd, "large-tight")
+        assert limit == scene_mod.counted_soft_max_px(ecd, "large")
+        tight = scene_mod.oof_min_sigma_px(ecd, "large-tight", scene_min_px=0.0, frame_sigma_px=0.0)
+        assert tight == pytest.approx(max(scene_mod.OOF_MIN_SIGMA_PX, limit + scene_mod.NEAR_OOF_MARGIN_PX))
+        assert tight <= scene_mod.oof_min_sigma_px(ecd, "large", scene_min_px=0.0, frame_sigma_px=0.0)
+    assert scene_mod.oof_min_sigma_px(30, "large-tight", scene_min_px=0.0, frame_sigma_px=0.0) == \
+        scene_mod.oof_min_sigma_px(30, "fixed", scene_min_px=0.0, frame_sigma_px=0.0)
+    assert scene_mod.oof_min_sigma_px(30, "large-tight", scene_min_px=2.2, frame_sigma_px=3.0) == pytest.approx(4.5)
+    a, ta = render_image(42, size=SMALL, difficulty="hard", blur_rule="large-tight")
+    assert ta["blur_rule"] == "large-tight" and a.tobytes() == render_image(
+        42, size=SMALL, difficulty="hard", blur_rule="large-tight")[0].tobytes()
