@@ -96,6 +96,13 @@ def counted_soft_max_px(ecd_px: float, blur_rule: str) -> float:
     return COUNTED_SOFT_MAX_PX
 
 
+def near_oof_min_sigma_px(ecd_px: float, blur_rule: str, *, frame_sigma_px: float) -> float:
+    """Least blur (sigma, px) of a crystal just out of focus (``near_oof``; every out-of-focus crystal under
+    'large-tight'): past the counted limit for its size by NEAR_OOF_MARGIN_PX, 1.5 x the frame's own blur and the
+    least out-of-focus blur of the fixed rule."""
+    return max(OOF_MIN_SIGMA_PX, 1.5 * frame_sigma_px, counted_soft_max_px(ecd_px, blur_rule) + NEAR_OOF_MARGIN_PX)
+
+
 def oof_min_sigma_px(ecd_px: float, blur_rule: str, *, scene_min_px: float, frame_sigma_px: float) -> float:
     """Least blur (sigma, px) of an out-of-focus crystal of this ECD under ``blur_rule``: the scene's lower bound,
     1.5 x the frame's own blur and OOF_MIN_SIGMA_PX, and with 'relative' or 'large' ECD / RELATIVE_OOF_DIVISOR, with
@@ -104,7 +111,7 @@ def oof_min_sigma_px(ecd_px: float, blur_rule: str, *, scene_min_px: float, fram
     if blur_rule in SIZE_AWARE_OOF_RULES:
         return max(lo, ecd_px / RELATIVE_OOF_DIVISOR)
     if blur_rule == "large-tight":
-        return max(lo, counted_soft_max_px(ecd_px, blur_rule) + NEAR_OOF_MARGIN_PX)
+        return max(scene_min_px, near_oof_min_sigma_px(ecd_px, blur_rule, frame_sigma_px=frame_sigma_px))
     return lo
 
 
@@ -339,12 +346,6 @@ def _touching_centre(canvas: _Canvas, rng: np.random.Generator, poly: np.ndarray
             break
         best = c
     return best
-
-
-def near_oof_min_sigma_px(ecd_px: float, blur_rule: str, *, frame_sigma_px: float) -> float:
-    """Least blur (sigma, px) of a just-out-of-focus crystal (``near_oof``): past both the counted limit for its size
-    by NEAR_OOF_MARGIN_PX and the least out-of-focus blur of the fixed rule."""
-    return max(OOF_MIN_SIGMA_PX, 1.5 * frame_sigma_px, counted_soft_max_px(ecd_px, blur_rule) + NEAR_OOF_MARGIN_PX)
 
 
 def compose(size: tuple[int, int], scene: SceneParams, rng: np.random.Generator, *,
