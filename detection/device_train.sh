@@ -5,7 +5,7 @@
 # with no network and no ultralytics installed there (docs/training.md, "Training on a borrowed GPU"). It renders a
 # fresh training set with every core, trains yolo11n (from scratch, or fine-tuning INIT_WEIGHTS) time-boxed to
 # TRAIN_MINUTES, exports it with a dynamic input size and copies the model package folder (model.onnx +
-# manifest.json) and the training record to $OUT. Quantising and signing happen afterwards on the developer machine
+# manifest.json), the training record and the data set's recipe (dataset.json) to $OUT. Quantising and signing happen afterwards on the developer machine
 # (docs/training.md step 4b), never on the borrowed one: the signing key does not travel.
 #
 # Settings (environment variables, defaults in brackets):
@@ -17,6 +17,7 @@
 #   BATCH             batch size [32]                     LOADERS      data-loader workers [8]
 #   INIT_WEIGHTS      a .pt to fine-tune from (e.g. runs/rebuilt/crystal-yolo11n-1.1.0.pt from bench/pt_from_onnx.py)
 #   MODEL_VERSION     version written into the manifest [1.3.0]
+#   BLUR_RULE         the renderer's --blur-rule [fixed]  NEAR_OOF     the renderer's --near-oof [0]
 #   RENDER_WORKERS    render processes [all cores]        WORK         scratch folder [/tmp/cqc-device]
 # Wheels: when a folder .whl exists (ultralytics, ultralytics-thop, polars, polars-runtime-32; see the docs), they are
 # installed into $WORK/site first, without network or dependencies.
@@ -33,6 +34,8 @@ BATCH=${BATCH:-32}
 LOADERS=${LOADERS:-8}
 INIT_WEIGHTS=${INIT_WEIGHTS:-}
 MODEL_VERSION=${MODEL_VERSION:-1.3.0}
+BLUR_RULE=${BLUR_RULE:-fixed}
+NEAR_OOF=${NEAR_OOF:-0}
 RENDER_WORKERS=${RENDER_WORKERS:-$(nproc)}
 WORK=${WORK:-/tmp/cqc-device}
 
@@ -57,9 +60,11 @@ import torch, ultralytics
 print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu only", "| ultralytics", ultralytics.__version__)
 EOF
 
-stamp "rendering $N_TILES tiles of ${TILE_PX} px (seed $DATA_SEED, $RENDER_WORKERS workers)"
+stamp "rendering $N_TILES tiles of ${TILE_PX} px (seed $DATA_SEED, blur rule $BLUR_RULE, near-oof $NEAR_OOF, \
+$RENDER_WORKERS workers)"
 "$PY" -m detection.synthetic --out "$WORK/data" --n "$N_TILES" --seed "$DATA_SEED" --size "${TILE_PX}x${TILE_PX}" \
-    --difficulty mixed --format mixed --split 0.95,0.05,0.0 --workers "$RENDER_WORKERS" > "$WORK/render.log"
+    --difficulty mixed --format mixed --split 0.95,0.05,0.0 --blur-rule "$BLUR_RULE" --near-oof "$NEAR_OOF" \
+    --workers "$RENDER_WORKERS" > "$WORK/render.log"
 
 stamp "training (at most $EPOCHS epochs or $TRAIN_MINUTES min)"
 hours=$("$PY" -c "print(round($TRAIN_MINUTES / 60, 4))")
@@ -72,5 +77,5 @@ stamp "exporting (dynamic input size)"
 "$PY" -m detection.export --weights "$WORK/runs/device/weights/best.pt" --out "$WORK/export/crystal-yolo11n" \
     --name crystal-yolo11n --version "$MODEL_VERSION" --imgsz 640 --dynamic-size --force
 cp "$WORK/export/crystal-yolo11n/model.onnx" "$WORK/export/crystal-yolo11n/manifest.json" "$OUT/"
-cp "$WORK/runs/device/training.json" "$WORK/runs/device/results.csv" "$OUT/"
+cp "$WORK/runs/device/training.json" "$WORK/runs/device/results.csv" "$WORK/data/dataset.json" "$OUT/"
 stamp "done: $(ls "$OUT" | tr '\n' ' ')"

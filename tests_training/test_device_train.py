@@ -1,5 +1,6 @@
 """detection/device_train.sh end to end on the CPU, tiny (make test-train; needs .venv-train): renders, trains 1 epoch
-from the yaml, exports, and leaves a loadable dynamic-size model package folder and the training record in OUT."""
+from the yaml, exports, and leaves a loadable dynamic-size model package folder, the training record and the data
+set's recipe in OUT."""
 from __future__ import annotations
 
 import json
@@ -15,11 +16,15 @@ def test_device_script_tiny_cpu_run(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "WORK": str(tmp_path / "work"), "PY": str(TRAIN_PY), "N_TILES": "24",
            "TILE_PX": "128", "EPOCHS": "1", "TRAIN_MINUTES": "5", "BATCH": "4", "LOADERS": "0", "RENDER_WORKERS": "1",
-           "DATA_SEED": "11", "MODEL_VERSION": "0.0.1", "OMP_NUM_THREADS": "1"}
+           "DATA_SEED": "11", "MODEL_VERSION": "0.0.1", "OMP_NUM_THREADS": "1", "BLUR_RULE": "large-tight",
+           "NEAR_OOF": "0.2"}
     done = subprocess.run(["nice", "-n", "19", "bash", str(REPO / "detection" / "device_train.sh")], cwd=REPO,
                           capture_output=True, text=True, timeout=1200, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "results.csv", "training.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "manifest.json", "model.onnx", "results.csv",
+                                                     "training.json"]
+    recipe = json.loads((out / "dataset.json").read_text())
+    assert (recipe["seed"], recipe["blur_rule"], recipe["near_oof"]) == (11, "large-tight", 0.2)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["version"] == "0.0.1" and manifest["input"]["shape"][2:] == ["height", "width"]
     assert json.loads((out / "training.json").read_text())["data"]["seed"] == 11
