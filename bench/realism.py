@@ -1,6 +1,7 @@
 """How realistic is the synthetic renderer? Compare rendered images with the real tiles, number by number.
 
 Usage: .venv/bin/python bench/realism.py [--real ../shared/real-dev] [--n 12] [--seed 1000]
+                                         [--looks default|translucent]
 
 Both sets go through the SAME measurements (8-bit grey, intensities as fractions of full scale):
   bg level        median grey level of the background (outside dilated labelled objects)
@@ -10,6 +11,8 @@ Both sets go through the SAME measurements (8-bit grey, intensities as fractions
   rim width       pixels (0-15 px inside the outline) of that profile darker than half the rim contrast: the width
                   of the dark outline band (FWHM of the dip; wide for L-alanine's dark bevel facets)
   interior        median of the profile deeper than 40 % of the crystal's largest inside distance (relative to bg)
+  interior lift   interior minus the rim's darkest profile value (relative to bg): how much lighter a crystal is
+                  inside than at its rim; ~0 for a uniformly dark (or uniformly blurred) object
   edge 10-90 in   10-90 % width of the outer edge of labelled crystals: 1.0225 * step / (90th pct gradient in the
                   outline band), in px (exact for a Gaussian-blurred step)
   edge 10-90 blob the same for unlabelled dark blobs (background-normalised < 0.93, >= 150 px, away from labels):
@@ -36,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from detection.synthetic import render_image  # noqa: E402
+from detection.synthetic.options import LOOKS  # noqa: E402
 
 
 def _grey01(img: np.ndarray) -> np.ndarray:
@@ -75,7 +79,7 @@ def measure_image(img: np.ndarray, labels: np.ndarray) -> dict:
     vals = hp[bg]
     noise = 1.4826 * float(np.median(np.abs(vals - np.median(vals)))) if vals.size else float("nan")
     out = {"bg_level": float(np.median(img[bg])) if bg.any() else float("nan"), "bg_noise": noise * 255.0,
-           "rim_contrast": [], "rim_width": [], "interior": [], "edge_in": [], "edge_blob": [], "ecd": [],
+           "rim_contrast": [], "rim_width": [], "interior": [], "lift": [], "edge_in": [], "edge_blob": [], "ecd": [],
            "count_per_mp": 0.0, "blobs_per_mp": 0.0}
     grad = _gradient(img)
     n_obj = int(labels.max())
@@ -121,6 +125,7 @@ def measure_image(img: np.ndarray, labels: np.ndarray) -> dict:
         deep = m.astype(bool) & (d_in >= 0.4 * float(d_in.max()))
         if deep.sum() >= 3:
             out["interior"].append(float(np.median(crop[deep])) / bgl)
+            out["lift"].append(out["interior"][-1] - pmin)
         band = (np.abs(signed) <= 2.0) & ~others
         ew = _edge_width(abs(bgl - pmin * bgl), grad[cy0:cy1, cx0:cx1][band])
         if ew is not None:
@@ -170,10 +175,11 @@ def _real_set(folder: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return pairs
 
 
-def _synthetic_set(difficulty: str, n: int, seed: int, size: tuple[int, int]) -> list[tuple[np.ndarray, np.ndarray]]:
+def _synthetic_set(difficulty: str, n: int, seed: int, size: tuple[int, int], looks: str = "default"
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
     pairs = []
     for i in range(n):
-        img, truth = render_image(seed + i, size=size, difficulty=difficulty)
+        img, truth = render_image(seed + i, size=size, difficulty=difficulty, looks=looks)
         lab = np.zeros((size[1], size[0]), np.int32)
         k = 0
         for obj in truth["objects"]:
@@ -195,7 +201,8 @@ def _summ(values: list[float], fmt: str = "{:.3f}") -> str:
 
 ROWS = [("bg level (0-1)", "bg_level", "img", "{:.2f}"), ("bg noise (grey lv)", "bg_noise", "img", "{:.2f}"),
         ("rim contrast", "rim_contrast", "obj", "{:.2f}"), ("rim width px", "rim_width", "obj", "{:.0f}"),
-        ("interior / bg", "interior", "obj", "{:.2f}"), ("edge 10-90 in px", "edge_in", "obj", "{:.1f}"),
+        ("interior / bg", "interior", "obj", "{:.2f}"), ("interior lift", "lift", "obj", "{:.2f}"),
+        ("edge 10-90 in px", "edge_in", "obj", "{:.1f}"),
         ("edge 10-90 blob px", "edge_blob", "obj", "{:.1f}"), ("blobs / MP", "blobs_per_mp", "img", "{:.0f}"),
         ("ECD px", "ecd", "obj", "{:.0f}"), ("count / MP", "count_per_mp", "img", "{:.0f}")]
 
@@ -216,6 +223,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=12, help="synthetic images per difficulty")
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--json", default=None, help="also write the table as JSON here")
+    ap.add_argument("--looks", default="default", choices=LOOKS, help="the renderer's crystal looks")
     args = ap.parse_args()
     columns: dict[str, dict[str, str]] = {}
     real = Path(args.real)
@@ -226,7 +234,7 @@ def main() -> None:
         print(f"(no real tiles at {real}: synthetic columns only)")
     for diff in ("easy", "medium", "hard"):
         columns[diff] = summarise([measure_image(img, lab) for img, lab in _synthetic_set(diff, args.n, args.seed,
-                                                                                            size)])
+                                                                                            size, args.looks)])
     names = list(columns)
     width = max(len(c) for col in columns.values() for c in col.values()) + 2
     print(f"{'metric':22s}" + "".join(f"{n:>{width}s}" for n in names))

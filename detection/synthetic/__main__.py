@@ -5,6 +5,7 @@ Usage::
     python -m detection.synthetic --out DIR --n N --seed S [--size WxH] [--split 0.8,0.1,0.1]
         [--difficulty easy|medium|hard|mixed] [--format png|jpg|png16|mixed] [--workers K] [--seg] [--mimic-class]
         [--blur-rule fixed|relative|large|large-tight] [--near-oof F]
+        [--looks default|translucent]
 
 --out DIR         output folder (created): images/, labels/, truth/ per split, data.yaml, dataset.json
 --n N             number of images
@@ -22,6 +23,7 @@ Usage::
                   out of focus from just past that limit at every size
 --near-oof F      share (0-1, default 0) of the out-of-focus crystals drawn just past the counted blur limit with
                   their contrast kept: negatives near the boundary (NEAR_OOF_*)
+--looks           default | translucent: bevel crystals keep a light inner facet, faint ones are rarer (TRANSLUCENT_*)
 
 Classes: 0 crystal, 1 agglomerate (2 mimic with --mimic-class). Out-of-focus crystals, bubbles, dust, fibres,
 scratches, smudges and edge debris are rendered but never labelled as countable; they are listed, with their kind,
@@ -34,7 +36,9 @@ import logging
 import sys
 
 from detection.synthetic.dataset import write_dataset
-from detection.synthetic.options import BLUR_RULES, DIFFICULTY_CHOICES, FORMATS, SyntheticConfigError, parse_size, parse_split
+from detection.synthetic.options import (
+    BLUR_RULES, DIFFICULTY_CHOICES, FORMATS, LOOKS, SyntheticConfigError, parse_size, parse_split,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                          "the fixed limit growing only for large crystals, or that with out of focus just past it")
     ap.add_argument("--near-oof", type=float, default=0.0,
                     help="share (0-1) of out-of-focus crystals drawn just past the counted blur limit")
+    ap.add_argument("--looks", default="default", choices=LOOKS,
+                    help="default, or translucent: bevel crystals keep a light inner facet and faint ones are rarer")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = write_dataset(args.out, n=args.n, seed=args.seed, size=parse_size(args.size),
                                 split=parse_split(args.split), difficulty=args.difficulty, fmt=args.fmt,
                                 workers=args.workers, seg=args.seg, mimic_class=args.mimic_class, blur_rule=args.blur_rule,
-                                near_oof=args.near_oof, progress=None if args.quiet else bar)
+                                near_oof=args.near_oof, looks=args.looks, progress=None if args.quiet else bar)
     except SyntheticConfigError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2

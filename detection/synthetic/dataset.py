@@ -27,8 +27,8 @@ import numpy as np
 
 from detection.synthetic.labels import class_names, data_yaml, yolo_lines
 from detection.synthetic.options import (
-    BLUR_RULES, DIFFICULTY_CHOICES, FORMATS, MIXED_FORMAT_WEIGHTS, SyntheticConfigError, check_choice, check_near_oof,
-    check_size, parse_split,
+    BLUR_RULES, DIFFICULTY_CHOICES, FORMATS, LOOKS, MIXED_FORMAT_WEIGHTS, SyntheticConfigError, check_choice,
+    check_near_oof, check_size, parse_split,
 )
 from detection.synthetic.render import render_image
 
@@ -71,7 +71,7 @@ def encode(image: np.ndarray, file_format: str, *, jpeg_quality: int = 92) -> tu
 
 
 def _render_one(job: tuple) -> tuple[int, str, dict[str, int]]:
-    index, seed, out, size, difficulty, fmt, split, seg, mimic, blur_rule, near_oof = job
+    index, seed, out, size, difficulty, fmt, split, seg, mimic, blur_rule, near_oof, looks = job
     s = image_seed(seed, index)
     pick = np.random.default_rng([s, 7])  # file-level choices, independent of the image's own stream
     file_format = fmt
@@ -79,7 +79,7 @@ def _render_one(job: tuple) -> tuple[int, str, dict[str, int]]:
         file_format = _FILE_FORMATS[int(pick.choice(3, p=MIXED_FORMAT_WEIGHTS))]
     quality = int(pick.integers(75, 98))
     image, truth = render_image(s, size=size, difficulty=difficulty, bit_depth=16 if file_format == "png16" else 8,
-                                blur_rule=blur_rule, near_oof=near_oof)
+                                blur_rule=blur_rule, near_oof=near_oof, looks=looks)
     data, ext = encode(image, file_format, jpeg_quality=quality)
     name = f"syn_{index:06d}"
     subset = split_of(index, *split)
@@ -100,7 +100,7 @@ def _worker_init() -> None:
 def write_dataset(out_dir: str | os.PathLike, *, n: int, seed: int, size: tuple[int, int] = (640, 640),
                   split: tuple[float, float, float] | str = (0.8, 0.1, 0.1), difficulty: str = "mixed",
                   fmt: str = "png", workers: int = 1, seg: bool = False, mimic_class: bool = False,
-                  blur_rule: str = "fixed", near_oof: float = 0.0,
+                  blur_rule: str = "fixed", near_oof: float = 0.0, looks: str = "default",
                   progress: Callable[[int, int], None] | None = None) -> dict:
     """Render ``n`` images with labels into ``out_dir`` (created if needed) and return a summary dict.
 
@@ -108,7 +108,8 @@ def write_dataset(out_dir: str | os.PathLike, *, n: int, seed: int, size: tuple[
     fmt: 'png' | 'jpg' | 'png16' | 'mixed'. workers: processes (1 = in this process). seg: YOLO polygons instead of
     boxes. mimic_class: out-of-focus crystals and bubbles as class 2 'mimic'. blur_rule: which blurred crystals count
     (detection.synthetic.options.BLUR_RULES, see detection.synthetic.render.render_image). near_oof: share of the
-    out-of-focus crystals drawn just past the counted blur limit (render_image). progress(done, total) is called after
+    out-of-focus crystals drawn just past the counted blur limit (render_image). looks: 'default' or 'translucent'
+    (render_image). progress(done, total) is called after
     every image. Raises SyntheticConfigError for bad options (n < 1, unknown choices, bad split or size) and when
     ``out_dir/images`` already holds files (old and new images must not mix).
     """
@@ -124,6 +125,7 @@ def write_dataset(out_dir: str | os.PathLike, *, n: int, seed: int, size: tuple[
     check_choice(fmt, FORMATS, "format")
     check_choice(blur_rule, BLUR_RULES, "blur_rule")
     near_oof = check_near_oof(near_oof)
+    check_choice(looks, LOOKS, "looks")
     root = Path(out_dir).resolve()
     if (root / "images").is_dir() and any(p.is_file() for p in (root / "images").rglob("*")):
         raise SyntheticConfigError(f"{root} already holds a dataset (images/ is not empty); choose an empty or new "
@@ -132,8 +134,8 @@ def write_dataset(out_dir: str | os.PathLike, *, n: int, seed: int, size: tuple[
         for subset in SPLITS:
             (root / sub / subset).mkdir(parents=True, exist_ok=True)
     names = class_names(mimic_class=mimic_class)
-    jobs = [(i, int(seed), str(root), size, difficulty, fmt, (n, fractions), seg, mimic_class, blur_rule, near_oof)
-            for i in range(n)]
+    jobs = [(i, int(seed), str(root), size, difficulty, fmt, (n, fractions), seg, mimic_class, blur_rule, near_oof,
+             looks) for i in range(n)]
     totals: dict[str, int] = {}
     per_split = {s: 0 for s in SPLITS}
 
@@ -156,7 +158,8 @@ def write_dataset(out_dir: str | os.PathLike, *, n: int, seed: int, size: tuple[
     (root / "data.yaml").write_text(data_yaml(str(root), names))
     summary = {"generator": "detection.synthetic", "n": int(n), "seed": int(seed), "size": list(size),
                "split": list(fractions), "difficulty": difficulty, "format": fmt, "seg": bool(seg),
-               "mimic_class": bool(mimic_class), "blur_rule": blur_rule, "near_oof": near_oof, "names": list(names),
+               "mimic_class": bool(mimic_class), "blur_rule": blur_rule, "near_oof": near_oof, "looks": looks,
+               "names": list(names),
                "images_per_split": per_split, "counts": totals}
     (root / "dataset.json").write_text(json.dumps(summary, indent=1))
     logger.info("wrote %d synthetic images to %s", n, root)

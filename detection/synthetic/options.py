@@ -25,6 +25,9 @@ COLOURS: tuple[str, ...] = ("auto", "grey", "bgr")
 #: do not: what the session-14 error analysis of the real tiles found; detection.synthetic.scene, LARGE_*).
 #: 'large-tight' - counted as 'large', out of focus from just past that limit at every size (scene.py).
 BLUR_RULES: tuple[str, ...] = ("fixed", "relative", "large", "large-tight")
+#: How crystals look (``looks``): 'default' - every style as drawn so far; 'translucent' - bevel crystals keep a light
+#: inner facet and faint crystals are rarer, as on the real tiles (detection.synthetic.looks, TRANSLUCENT_*).
+LOOKS: tuple[str, ...] = ("default", "translucent")
 #: Smallest visible area (pixels) of a counted object; smaller visible remains become 'dust' (or 'debris' at the edge).
 MIN_COUNTED_AREA_PX = 20
 MIN_SIZE_PX = 32

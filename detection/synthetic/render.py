@@ -8,7 +8,7 @@ import numpy as np
 from detection.synthetic.camera import expose, sample_camera
 from detection.synthetic.labels import count_objects, extract_objects
 from detection.synthetic.options import (
-    BLUR_RULES, COLOURS, DIFFICULTIES, DIFFICULTY_CHOICES, MIXED_WEIGHTS, SyntheticConfigError, check_choice,
+    BLUR_RULES, COLOURS, DIFFICULTIES, DIFFICULTY_CHOICES, LOOKS, MIXED_WEIGHTS, SyntheticConfigError, check_choice,
     check_near_oof, check_size,
 )
 from detection.synthetic.scene import compose, sample_scene
@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 def render_image(seed: int, *, size: tuple[int, int] = (1280, 1024), difficulty: str = "medium",
                  bit_depth: int = 8, colour: str = "auto", blur_rule: str = "fixed",
-                 near_oof: float = 0.0) -> tuple[np.ndarray, dict]:
+                 near_oof: float = 0.0, looks: str = "default") -> tuple[np.ndarray, dict]:
     """Render one micrograph and its truth; the same arguments always give the same bytes.
 
     seed: any non-negative int (the only source of randomness). size: (W, H) pixels, 32..8192 each.
@@ -28,6 +28,7 @@ def render_image(seed: int, *, size: tuple[int, int] = (1280, 1024), difficulty:
     'fixed' (default), 'relative', 'large' or 'large-tight' (detection.synthetic.options.BLUR_RULES; recorded in the truth when
     not 'fixed'). near_oof: share (0-1) of the out-of-focus crystals drawn just past the counted blur limit, with
     their contrast kept (negatives near the boundary; detection.synthetic.scene, NEAR_OOF_*; recorded when not 0).
+    looks: 'default' or 'translucent' (detection.synthetic.options.LOOKS; recorded when not 'default').
     Returns (image (H, W) or (H, W, 3), truth dict; see ``detection.synthetic.labels`` for its layout).
     Raises SyntheticConfigError for an out-of-range option.
     """
@@ -36,6 +37,7 @@ def render_image(seed: int, *, size: tuple[int, int] = (1280, 1024), difficulty:
     check_choice(colour, COLOURS, "colour")
     check_choice(blur_rule, BLUR_RULES, "blur_rule")
     near_oof = check_near_oof(near_oof)
+    check_choice(looks, LOOKS, "looks")
     if bit_depth not in (8, 16):
         raise SyntheticConfigError(f"bit_depth must be 8 or 16, got {bit_depth!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -50,7 +52,7 @@ def render_image(seed: int, *, size: tuple[int, int] = (1280, 1024), difficulty:
         cam = type(cam)(**{**cam.to_dict(), "colour_gains": tuple(float(g) for g in
                                                                   1.0 + rng.uniform(-0.05, 0.05, size=3))})
     transmission, owner, records = compose((w, h), scene, rng, frame_sigma_px=cam.defocus_sigma_px, blur_rule=blur_rule,
-                                         near_oof=near_oof)
+                                         near_oof=near_oof, looks=looks)
     image = expose(transmission, cam, rng, bit_depth=bit_depth)
     objects = extract_objects(owner, records)
     counted = [o for o in objects if o["counted"]]
@@ -64,5 +66,7 @@ def render_image(seed: int, *, size: tuple[int, int] = (1280, 1024), difficulty:
         truth["blur_rule"] = blur_rule
     if near_oof:
         truth["near_oof"] = near_oof
+    if looks != "default":
+        truth["looks"] = looks
     logger.debug("rendered seed %d (%s): %d counted, %d objects", seed, level, len(counted), len(objects))
     return image, truth

@@ -11,13 +11,13 @@ scratches.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import cv2
 import numpy as np
 
 from detection.synthetic import artefacts
-from detection.synthetic.looks import LOOK_STYLES, inradius, paint_crystal, sample_look
+from detection.synthetic.looks import LOOK_STYLES, TRANSLUCENT_FAINT_WEIGHT, inradius, paint_crystal, sample_look
 from detection.synthetic.shapes import SHAPE_KINDS, crystal_polygon
 
 #: Ranges per difficulty. Densities are objects per megapixel (log-uniform between the bounds).
@@ -297,18 +297,21 @@ def _ecd(rng: np.random.Generator, median: float, sigma: float, max_ecd: float) 
 
 
 def _crystal(rng: np.random.Generator, scene: SceneParams, ecd: float, *, style: str | None = None,
-             contrast: float | None = None, angle: float | None = None) -> tuple[np.ndarray, object, str]:
+             contrast: float | None = None, angle: float | None = None, translucent: bool = False
+             ) -> tuple[np.ndarray, object, str]:
     kind = _choice(rng, SHAPE_KINDS, scene.shape_weights)
     tilt = rng.uniform(0, scene.tilt_max_rad) if rng.random() < 0.5 else 0.0
     poly = crystal_polygon(kind, ecd_px=ecd, angle_rad=rng.uniform(0, 2 * math.pi) if angle is None else angle,
                            rng=rng, tilt_rad=tilt, perspective=rng.uniform(0, 0.12) if tilt else 0.0)
     style = style or _choice(rng, LOOK_STYLES, scene.style_weights)
     contrast = rng.uniform(*scene.contrast) if contrast is None else contrast
-    look = sample_look(style, len(poly), inradius_px=inradius(poly), contrast=contrast, rng=rng)
+    look = sample_look(style, len(poly), inradius_px=inradius(poly), contrast=contrast, rng=rng,
+                       translucent=translucent)
     return poly, look, kind
 
 
-def _agglomerate_parts(rng: np.random.Generator, scene: SceneParams, ecd: float) -> list[tuple[np.ndarray, object]]:
+def _agglomerate_parts(rng: np.random.Generator, scene: SceneParams, ecd: float, *, translucent: bool = False
+                       ) -> list[tuple[np.ndarray, object]]:
     n = int(rng.integers(2, 7))
     style = _choice(rng, LOOK_STYLES, scene.style_weights)
     contrast = rng.uniform(*scene.contrast)
@@ -318,7 +321,8 @@ def _agglomerate_parts(rng: np.random.Generator, scene: SceneParams, ecd: float)
     for i in range(n):
         size = max(MIN_ECD_PX, ecd * rng.uniform(0.45, 0.85))
         angle = base_angle + (rng.normal(0, 0.2) if parallel else rng.uniform(0, math.pi))
-        poly, look, _ = _crystal(rng, scene, size, style=style, contrast=contrast, angle=angle)
+        poly, look, _ = _crystal(rng, scene, size, style=style, contrast=contrast, angle=angle,
+                                 translucent=translucent)
         if i > 0:
             anchor = parts[int(rng.integers(0, len(parts)))][0]
             direction = rng.normal(size=2)
@@ -349,7 +353,7 @@ def _touching_centre(canvas: _Canvas, rng: np.random.Generator, poly: np.ndarray
 
 
 def compose(size: tuple[int, int], scene: SceneParams, rng: np.random.Generator, *,
-            frame_sigma_px: float = 0.0, blur_rule: str = "fixed", near_oof: float = 0.0
+            frame_sigma_px: float = 0.0, blur_rule: str = "fixed", near_oof: float = 0.0, looks: str = "default"
             ) -> tuple[np.ndarray, np.ndarray, list[ObjectRecord]]:
     """Render a scene. Returns (transmission float32 (H, W), owner map int32 (H, W), object records).
 
@@ -357,8 +361,14 @@ def compose(size: tuple[int, int], scene: SceneParams, rng: np.random.Generator,
     stay clearly softer than the (equally blurred) in-focus crystals. ``blur_rule``: 'fixed', 'relative', 'large' or
     'large-tight' (how much blur of its own a counted crystal may have, and from which blur a crystal is out of focus; module
     constants). ``near_oof``: share (0-1) of the out-of-focus crystals drawn just past the counted limit (NEAR_OOF_*);
-    0 draws nothing extra from ``rng``, so the images of earlier recipes stay byte for byte the same.
+    0 draws nothing extra from ``rng``, so the images of earlier recipes stay byte for byte the same. ``looks``:
+    'default' or 'translucent' (detection.synthetic.looks, TRANSLUCENT_*; the same random draws either way).
     """
+    translucent = looks == "translucent"
+    if translucent:  # the scene as recorded keeps its sampled weights; only this composition uses fewer faint ones
+        weights = np.array(scene.style_weights) * np.where(np.array(LOOK_STYLES) == "faint",
+                                                            TRANSLUCENT_FAINT_WEIGHT, 1.0)
+        scene = replace(scene, style_weights=tuple(float(x) for x in weights / weights.sum()))
     relative = blur_rule in SMALL_OOF_RULES  # a share of the out-of-focus crystals is drawn small
     w, h = size
     mp = w * h / 1e6
@@ -382,7 +392,7 @@ def compose(size: tuple[int, int], scene: SceneParams, rng: np.random.Generator,
             scale = rng.uniform(0.8, 2.0)
         ecd = _ecd(rng, scene.ecd_median_px * scale, scene.ecd_sigma + 0.1, min(max_ecd, 220.0))
         poly, look, kind = _crystal(rng, scene, ecd, style="bevel" if rng.random() < 0.6 else None,
-                                    contrast=rng.uniform(0.6, 1.3))
+                                    contrast=rng.uniform(0.6, 1.3), translucent=translucent)
         if near:
             lo = near_oof_min_sigma_px(ecd, blur_rule, frame_sigma_px=frame_sigma_px)
             sigma = rng.uniform(lo, NEAR_OOF_SPAN * lo)
@@ -419,11 +429,11 @@ def compose(size: tuple[int, int], scene: SceneParams, rng: np.random.Generator,
     for _ in range(n_counted):
         ecd = _ecd(rng, scene.ecd_median_px, scene.ecd_sigma, max_ecd)
         if rng.random() < scene.agglomerate_frac:
-            parts = _agglomerate_parts(rng, scene, ecd * rng.uniform(1.2, 1.8))
+            parts = _agglomerate_parts(rng, scene, ecd * rng.uniform(1.2, 1.8), translucent=translucent)
             hull = cv2.convexHull(np.concatenate([p for p, _ in parts]).astype(np.float32)).reshape(-1, 2)
             kind, extra = "agglomerate", {"n_parts": len(parts)}
         else:
-            poly, look, shape = _crystal(rng, scene, ecd)
+            poly, look, shape = _crystal(rng, scene, ecd, translucent=translucent)
             parts, hull = [(poly, look)], poly
             kind, extra = "crystal", {"shape": shape}
         centre = _touching_centre(canvas, rng, hull) if rng.random() < scene.touch_frac else None

@@ -437,3 +437,33 @@ def test_blur_rule_large_tight_counts_as_large_and_leaves_no_blur_band_unrendere
     a, ta = render_image(42, size=SMALL, difficulty="hard", blur_rule="large-tight")
     assert ta["blur_rule"] == "large-tight" and a.tobytes() == render_image(
         42, size=SMALL, difficulty="hard", blur_rule="large-tight")[0].tobytes()
+
+
+def test_translucent_bevel_looks_keep_a_light_inner_facet_with_the_same_draws():
+    from detection.synthetic import looks as looks_mod
+    for seed in range(20):
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        plain = sample_look("bevel", 6, inradius_px=30.0, contrast=1.0, rng=a)
+        clear = sample_look("bevel", 6, inradius_px=30.0, contrast=1.0, rng=b, translucent=True)
+        assert a.random() == b.random()  # the same number of draws: the rest of the image stays as it was
+        lo, hi = looks_mod.TRANSLUCENT_BAND_FRAC
+        assert np.all((clear.band_frac == 0) | ((clear.band_frac >= lo) & (clear.band_frac <= hi)))
+        assert looks_mod.TRANSLUCENT_INNER_T[0] <= clear.inner_t <= looks_mod.TRANSLUCENT_INNER_T[1]
+        assert clear.rim_t == plain.rim_t  # only the bands and the inner facet change
+    for style in ("thin", "faint", "bright"):  # other styles are untouched
+        a, b = np.random.default_rng(1), np.random.default_rng(1)
+        one = sample_look(style, 5, inradius_px=20.0, contrast=1.0, rng=a)
+        two = sample_look(style, 5, inradius_px=20.0, contrast=1.0, rng=b, translucent=True)
+        assert (one.rim_t, one.inner_t) == (two.rim_t, two.inner_t)
+        assert np.array_equal(one.band_frac, two.band_frac) and np.array_equal(one.band_t, two.band_t)
+
+
+def test_looks_default_leaves_earlier_recipes_and_translucent_is_recorded():
+    a, ta = render_image(42, size=SMALL, difficulty="medium")
+    b, tb = render_image(42, size=SMALL, difficulty="medium", looks="default")
+    assert a.tobytes() == b.tobytes() and ta == tb and "looks" not in ta
+    c, tc = render_image(42, size=SMALL, difficulty="medium", looks="translucent")
+    assert tc["looks"] == "translucent" and tc["render"] == ta["render"]  # the scene as sampled is recorded
+    assert c.tobytes() == render_image(42, size=SMALL, difficulty="medium", looks="translucent")[0].tobytes()
+    with pytest.raises(SyntheticConfigError, match="looks"):
+        render_image(42, size=SMALL, looks="glassy")
