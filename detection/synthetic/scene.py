@@ -360,9 +360,9 @@ def compose(size: tuple[int, int], scene: SceneParams, rng: np.random.Generator,
     ``frame_sigma_px`` is the camera's whole-frame blur: out-of-focus objects get at least 1.5x that on top, so they
     stay clearly softer than the (equally blurred) in-focus crystals. ``blur_rule``: 'fixed', 'relative', 'large' or
     'large-tight' (how much blur of its own a counted crystal may have, and from which blur a crystal is out of focus;
-    module constants). ``near_oof``: share (0-1) of the out-of-focus crystals drawn just past the counted limit (NEAR_OOF_*);
-    0 draws nothing extra from ``rng``, so the images of earlier recipes stay byte for byte the same. ``looks``:
-    'default' or 'translucent' (detection.synthetic.looks, TRANSLUCENT_*; the same random draws either way).
+    module constants). ``near_oof``: share (0-1) of the out-of-focus crystals drawn just past the counted limit
+    (NEAR_OOF_*); 0 draws nothing extra from ``rng``, so the images of earlier recipes stay byte for byte the same.
+    ``looks``: 'default' or 'translucent' (detection.synthetic.looks, TRANSLUCENT_*; the same random draws either way).
     """
     translucent = looks == "translucent"
     if translucent:  # the scene as recorded keeps its sampled weights; only this composition uses fewer faint ones
