@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # One-shot training run for a borrowed GPU machine (or any machine): render -> train -> export, in one command.
 #
-# Made for the project's device tool, whose sessions get a GPU for ~15 minutes in all and 10 minutes per command,
-# with no network and no ultralytics installed there (docs/training.md, "Training on a borrowed GPU"). It renders a
-# fresh training set with every core, trains yolo11n (from scratch, or fine-tuning INIT_WEIGHTS) time-boxed to
+# Made for the project's device tool, whose sessions get a GPU for ~15 minutes in all and 10 minutes per command, with
+# no network and no ultralytics installed there (docs/training.md, "Training on a borrowed GPU"). It renders a fresh
+# training set with every core, trains yolo11n (from scratch, or fine-tuning INIT_WEIGHTS) time-boxed to
 # TRAIN_MINUTES, exports it with a dynamic input size and copies the model package folder (model.onnx +
-# manifest.json), the training record and the data set's recipe (dataset.json) to $OUT. Quantising and signing
-# happen afterwards on the developer machine (docs/training.md step 4b), never on the borrowed one: the signing key does not travel.
+# manifest.json), the training record and the data set's recipe (dataset.json) to $OUT. Quantising and signing happen
+# afterwards on the developer machine (docs/training.md step 4b), never on the borrowed one: the signing key does not
+# travel.
 #
 # Settings (environment variables, defaults in brackets):
 #   OUT               where the results go [required]

@@ -23,10 +23,10 @@ def render_image(seed: int, *, size: tuple[int, int] = (1280, 1024), difficulty:
 
     seed: any non-negative int (the only source of randomness). size: (W, H) pixels, 32..8192 each.
     difficulty: 'easy' | 'medium' | 'hard' | 'mixed' ('mixed' picks one of the three from the seed).
-    bit_depth: 8 -> uint8, 16 -> uint16 (full 0..65535 range). colour: 'auto' (a few images get a colour cast and
-    come out BGR), 'grey' (always (H, W)) or 'bgr' (always (H, W, 3)). blur_rule: which blurred crystals count,
-    'fixed' (default), 'relative', 'large' or 'large-tight' (detection.synthetic.options.BLUR_RULES; recorded in the
-    truth when not 'fixed'). near_oof: share (0-1) of the out-of-focus crystals drawn just past the counted blur limit, with
+    bit_depth: 8 -> uint8, 16 -> uint16 (full 0..65535 range). colour: 'auto' (a few images get a colour cast and come
+    out BGR), 'grey' (always (H, W)) or 'bgr' (always (H, W, 3)). blur_rule: which blurred crystals count, 'fixed'
+    (default), 'relative', 'large' or 'large-tight' (detection.synthetic.options.BLUR_RULES; recorded in the truth
+    when not 'fixed'). near_oof: share (0-1) of the out-of-focus crystals drawn just past the counted blur limit, with
     their contrast kept (negatives near the boundary; detection.synthetic.scene, NEAR_OOF_*; recorded when not 0).
     looks: 'default' or 'translucent' (detection.synthetic.options.LOOKS; recorded when not 'default').
     Returns (image (H, W) or (H, W, 3), truth dict; see ``detection.synthetic.labels`` for its layout).
