@@ -41,11 +41,8 @@ import cv2
 import numpy as np
 
 from analysis.pipeline import DETECTOR_CHOICES, AnalysisOptions, Detector, analyze_bytes, make_detector
-from analysis.onnx_adapter import HybridDetector, OnnxPipelineDetector
 from analysis.records import COUNTED_CLASSES, ImageResult
-from detection.onnx_detector import OnnxDetectorOptions
 from detection.metrics import box_iou, match_boxes, score_detections
-from detection.synthetic.options import BLUR_RULES
 
 #: Seeds at or above this are never used for training data (documented in the README's training section).
 HELD_OUT_SEED_BASE = 900_000
@@ -314,6 +311,10 @@ def with_conf(detector: Detector, conf: float | None) -> Detector:
     threshold outside [0, 1)."""
     if conf is None:
         return detector
+    # imported here, as the renderer in synthetic_set: importing this module (the app's model page does) must not
+    # load onnxruntime or the generator
+    from analysis.onnx_adapter import HybridDetector, OnnxPipelineDetector
+
     inner = detector.model if isinstance(detector, HybridDetector) else detector
     if not isinstance(inner, OnnxPipelineDetector):
         raise ValueError(f"--conf applies to a model's detector, not to {detector.label!r}")
@@ -324,6 +325,9 @@ def with_conf(detector: Detector, conf: float | None) -> Detector:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from detection.onnx_detector import OnnxDetectorOptions
+    from detection.synthetic.options import BLUR_RULES
+
     ap = argparse.ArgumentParser(prog="python -m detection.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--detector", action="append", choices=DETECTOR_CHOICES)
     ap.add_argument("--model", type=Path, default=None)
