@@ -187,13 +187,14 @@ def real_frames(folder: Path) -> list[LabelledImage]:
 
 
 def synthetic_set(n: int, *, seed: int, difficulty: str, size: tuple[int, int],
-                  blur_rule: str = "fixed") -> Iterator[LabelledImage]:
+                  blur_rule: str = "fixed", looks: str = "default") -> Iterator[LabelledImage]:
     """Render ``n`` images (seeds seed..seed+n-1) with the project's generator, PNG-encoded; ``blur_rule`` decides
-    which blurred crystals are labelled as counted (``render_image``)."""
+    which blurred crystals are labelled as counted, ``looks`` how crystals are drawn (``render_image``)."""
     from detection.synthetic import render_image
 
     for i in range(n):
-        image, truth = render_image(seed + i, size=size, difficulty=difficulty, blur_rule=blur_rule)
+        image, truth = render_image(seed + i, size=size, difficulty=difficulty, blur_rule=blur_rule,
+                                    looks=looks)
         ok, png = cv2.imencode(".png", image)
         if not ok:
             raise RuntimeError("PNG encoding failed")
@@ -326,7 +327,7 @@ def with_conf(detector: Detector, conf: float | None) -> Detector:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from detection.onnx_detector import OnnxDetectorOptions
-    from detection.synthetic.options import BLUR_RULES
+    from detection.synthetic.options import BLUR_RULES, LOOKS
 
     ap = argparse.ArgumentParser(prog="python -m detection.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--detector", action="append", choices=DETECTOR_CHOICES)
@@ -344,6 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="after each row, the recall per labelled-size bin (which crystal sizes are missed)")
     ap.add_argument("--blur-rule", default="fixed", choices=BLUR_RULES,
                     help="which blurred crystals the rendered sets label as counted (the renderer's --blur-rule)")
+    ap.add_argument("--looks", default="default", choices=LOOKS,
+                    help="how the rendered sets draw crystals (the renderer's --looks; 'translucent' is a look the "
+                         "shipped model was not trained on: a stand-in for another generator)")
     ap.add_argument("--conf", type=float, default=None,
                     help="the model's score threshold (default: the detector's own, "
                          f"{OnnxDetectorOptions.conf_threshold}); choose it on tuning renderings, never on real tiles")
@@ -358,9 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.synthetic > 0:
         for k, diff in enumerate(args.difficulty.split(",")):
             items = list(synthetic_set(args.synthetic, seed=args.seed + 10_000 * k, difficulty=diff, size=(w, h),
-                                       blur_rule=args.blur_rule))
+                                       blur_rule=args.blur_rule, looks=args.looks))
             rule = "" if args.blur_rule == "fixed" else f"-{args.blur_rule}"
-            sets.append((f"synthetic-{diff}{rule}", items, args.iou))
+            look = "" if args.looks == "default" else f"-{args.looks}"
+            sets.append((f"synthetic-{diff}{rule}{look}", items, args.iou))
     if args.real and (args.real / "truth.json").is_file():
         sets.append(("real", real_set(args.real), args.real_iou))
         frames = [] if args.no_frames else real_frames(args.real)

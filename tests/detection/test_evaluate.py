@@ -179,6 +179,26 @@ def test_the_rendered_sets_carry_the_labels_of_the_blur_rule_asked_for():
     assert sum(len(f.boxes) for f in fixed) != sum(len(g.boxes) for g in large)
 
 
+def test_the_rendered_sets_are_drawn_with_the_looks_asked_for():
+    """--looks translucent renders other pixels for the same seeds (the same scenes drawn another way), labelled
+    with exactly the renderer's counted objects; the set name says which looks were used."""
+    seeds = range(700_010, 700_013)
+    default = list(synthetic_set(len(seeds), seed=seeds[0], difficulty="medium", size=(320, 256)))
+    transl = list(synthetic_set(len(seeds), seed=seeds[0], difficulty="medium", size=(320, 256), looks="translucent"))
+    for seed, d, t in zip(seeds, default, transl):
+        _, truth = render_image(seed, size=(320, 256), difficulty="medium", looks="translucent")
+        assert t.boxes.tolist() == [list(map(float, o["box"])) for o in truth["objects"] if o["counted"]]
+        assert t.data != d.data
+    with pytest.raises(ValueError, match="looks"):
+        next(synthetic_set(1, seed=1, difficulty="easy", size=(64, 64), looks="glossy"))
+
+
+def test_the_command_line_names_the_looks_in_the_set(capsys):
+    assert main(["--detector", "classical", "--synthetic", "1", "--difficulty", "easy", "--size", "160x128",
+                 "--looks", "translucent", "--real", "/nonexistent"]) == 0
+    assert "synthetic-easy-translucent " in capsys.readouterr().out
+
+
 def _model_detector():
     return load_onnx_detector_from_bytes(conv_head_model(), name="tiny", version="0")
 
