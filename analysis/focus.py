@@ -18,10 +18,10 @@ crystals score median 5.7 (5-95 %: 2.9-19), unlabelled objects (blurred crystals
 
 An object that barely differs from its surroundings has no edge to measure: below a contrast of
 :data:`MIN_CONTRAST_FRACTION` of the local background the edge width is infinite and the score 0 (so the focus rule
-excludes it, as ``faint`` rather than ``out_of_focus``). Noise and quantisation make a network box faint smooth
-patches of background now and then (the INT8 model 1.4.0 on the real tiles re-imaged at twice the magnification:
-205 false positives, half of them with a contrast below 0.02 = 2.7 % of the background, while the faintest correctly
-found crystal there reached 0.19 and the faintest found in the rendered tuning sets 0.026; README, *1.4.0's weak
+excludes it, as ``faint`` rather than ``out_of_focus``). Noise and quantisation make a network box faint smooth patches
+of background now and then (the INT8 model 1.4.0 on the real tiles re-imaged at twice the magnification: 205 false
+positives, half of them with a contrast below 0.02 = 2.7 % of the background, while the faintest correctly found crystal
+there reached 0.19 and the faintest found in the rendered tuning sets 0.026; docs/model_history.md, *1.4.0's weak
 side*).
 
 The score depends on the image scale in one way: a perfectly sharp edge reads ~2.5 px wide, so objects below

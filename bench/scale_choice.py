@@ -14,7 +14,7 @@ the ``--magnifications``) is analysed at its own size and resized by each ``--sc
   counted median ECD is at least ``--min-ecd`` px; and how many images switched.
 
 Run it again after a new model: one whose confidence follows the scale on the real tiles would make the rule or a
-helper worth building (README, *Measured in session 13 and not adopted*).
+helper worth building (docs/model_history.md, *Session 13*).
 
 Run: .venv/bin/python bench/scale_choice.py [--magnifications 1,1.5,2] [--scales 0.667] [--synthetic 6]
      [--seed 900000] [--margin 0.3] [--min-ecd 45] [--model FILE]

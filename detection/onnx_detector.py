@@ -66,22 +66,22 @@ HEAD_SPLIT_TOLERANCE_SCORE = 1e-4
 #: -> ~690 MB, 1.3 MP -> ~80-170 MB); onnxruntime's arena keeps the peak for the session's lifetime.
 MB_PER_MEGAPIXEL = 135
 
-#: Default second, downscaled pass for large objects (see OnnxDetectorOptions, detection.tiling.merge_scales).
-#: Measured with model 1.1.0 (`python -m detection.evaluate --synthetic 5`, README): real tiles recall 0.841 ->
-#: 0.850, F1 0.855 -> 0.865, count accuracy 0.879 -> 0.886 (large L-alanine crystals the native pass boxed only a
-#: facet of); rendered F1 0.896 / 0.698 / 0.731 -> 0.890 / 0.707 / 0.713 (easy / medium / hard). Without the
-#: native-support rule of merge_scales real F1 was 0.874 but rendered F1 fell by 0.05 / 0.01 / 0.02: at half scale
-#: large, mildly blurred crystals that the renderer labels out of focus look sharp enough to be boxed.
+#: Default second, downscaled pass for large objects (see OnnxDetectorOptions, detection.tiling.merge_scales). Measured
+#: with model 1.1.0 (`python -m detection.evaluate --synthetic 5`, docs/model_history.md): real tiles recall 0.841 ->
+#: 0.850, F1 0.855 -> 0.865, count accuracy 0.879 -> 0.886 (large L-alanine crystals the native pass boxed only a facet
+#: of); rendered F1 0.896 / 0.698 / 0.731 -> 0.890 / 0.707 / 0.713 (easy / medium / hard). Without the native-support
+#: rule of merge_scales real F1 was 0.874 but rendered F1 fell by 0.05 / 0.01 / 0.02: at half scale large, mildly
+#: blurred crystals that the renderer labels out of focus look sharp enough to be boxed.
 COARSE_SCALE = 0.5
 COARSE_MIN_SIDE_PX = 80.0
 
-#: Candidates (``OnnxDetectorOptions.candidate_threshold``): boxes the model scores between this and
-#: ``conf_threshold``, and large half-scale boxes without native support, are counted only when the classical
-#: segmentation inside the box confirms an object there (``detect(confirm=...)``); only candidates overlapping no
-#: kept box by more than CANDIDATE_MAX_OVERLAP of the smaller box are tried. Measured with 1.2.0 (README, session 6;
-#: rendered tuning set, seeds 800000+, 8 images per difficulty, and the real tiles): real F1 0.861 -> 0.880, count
-#: accuracy 0.879 -> 0.893 (soft but labelled crystals the model scores low); rendered F1 0.827 / 0.845 / 0.484 ->
-#: 0.824 / 0.845 / 0.497. Without the confirmation (every box from 0.05): real F1 0.855, precision 0.882 -> 0.834.
+#: Candidates (``OnnxDetectorOptions.candidate_threshold``): boxes the model scores between this and ``conf_threshold``,
+#: and large half-scale boxes without native support, are counted only when the classical segmentation inside the box
+#: confirms an object there (``detect(confirm=...)``); only candidates overlapping no kept box by more than
+#: CANDIDATE_MAX_OVERLAP of the smaller box are tried. Measured with 1.2.0 (docs/model_history.md, session 6; rendered
+#: tuning set, seeds 800000+, 8 images per difficulty, and the real tiles): real F1 0.861 -> 0.880, count accuracy 0.879
+#: -> 0.893 (soft but labelled crystals the model scores low); rendered F1 0.827 / 0.845 / 0.484 -> 0.824 / 0.845 /
+#: 0.497. Without the confirmation (every box from 0.05): real F1 0.855, precision 0.882 -> 0.834.
 CANDIDATE_THRESHOLD = 0.05
 CANDIDATE_MAX_OVERLAP = 0.3
 

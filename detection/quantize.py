@@ -20,14 +20,14 @@ What it does:
   activations uint8 with ranges from the 99.999th percentile of the calibration activations (min/max ranges lost
   more recall on the rendered hard set).
 * **The stem, the attention core and the detect head's decoding stay float**: the two full-resolution stem
-  convolutions (see :data:`FLOAT_STEM_MODULES`); in the C2PSA block's self-attention the product of queries and
-  keys, its scaling, softmax and the product with the values (:data:`ATTENTION_FLOAT_OPS`: the attention weights
-  average 1 / (number of stride-32 cells), 1/1280 on a 1280x1024 input, far below one uint8 step of a 0..1 range,
-  so quantised they collapse onto the few largest; measured on the real tiles re-imaged at 1.5 x / 2 x
-  magnification: F1 0.799 / 0.714 quantised, 0.827 / 0.779 in float, the float model 0.829 / 0.782; README); and in
-  the head everything after the box and class convolutions (distribution focal loss decode, anchor arithmetic,
-  final concatenation). Quantising the decoding put pixel coordinates (0..1280) and class scores (0..1) on one
-  uint8 scale, which zeroed every score (measured: no detections at all).
+  convolutions (see :data:`FLOAT_STEM_MODULES`); in the C2PSA block's self-attention the product of queries and keys,
+  its scaling, softmax and the product with the values (:data:`ATTENTION_FLOAT_OPS`: the attention weights average 1 /
+  (number of stride-32 cells), 1/1280 on a 1280x1024 input, far below one uint8 step of a 0..1 range, so quantised they
+  collapse onto the few largest; measured on the real tiles re-imaged at 1.5 x / 2 x magnification: F1 0.799 / 0.714
+  quantised, 0.827 / 0.779 in float, the float model 0.829 / 0.782; docs/model_history.md); and in the head everything
+  after the box and class convolutions (distribution focal loss decode, anchor arithmetic, final concatenation).
+  Quantising the decoding put pixel coordinates (0..1280) and class scores (0..1) on one uint8 scale, which zeroed every
+  score (measured: no detections at all).
 * **Checked before anything is written**: on the calibration inputs the INT8 model's detections (score >=
   :data:`CHECK_CONF`, NMS) must agree with the float model's at IoU 0.5 with F1 >= :data:`MIN_AGREEMENT_F1`, and
   the result must pass the package validator (:func:`detection.validate.validate_onnx`).
@@ -60,8 +60,8 @@ logger = logging.getLogger(__name__)
 #: 800000+, the held-out evaluation set 900000+).
 CALIBRATION_SEED = 700_000
 #: 64 images since 1.4.0 (24 for 1.2.0). The session-10 candidate lost less real-tile F1 to quantisation with 64
-#: (README). The defaults write 1.5.1's (and 1.4.1's) exact bytes from their float sources; 1.2.0 and 1.4.0
-#: quantised the attention core too, so they are re-made by this module as of commit 10ed6c3 (1.2.0 with
+#: (docs/model_history.md). The defaults write 1.5.1's (and 1.4.1's) exact bytes from their float sources; 1.2.0 and
+#: 1.4.0 quantised the attention core too, so they are re-made by this module as of commit 10ed6c3 (1.2.0 with
 #: ``--images 24 --chunk-windows 72``).
 CALIBRATION_IMAGES = 64
 #: Fixed calibration window (height, width): percentile calibration needs inputs of one shape.

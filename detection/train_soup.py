@@ -10,10 +10,10 @@ Writes a checkpoint whose every floating-point parameter and BatchNorm statistic
 ``training.json`` beside its ``weights/`` folder: the tuned run's record with a ``soup`` entry (both sources with
 their sha256, alpha), so :mod:`detection.export` writes an honest recipe into the manifest.
 
-Why: a fine-tune on our renderings gains on renderings and loses on real micrographs (README, fine-tunes 2-5).
-Averaging the weights of a network and its fine-tune, which share one starting point, often keeps most of the
+Why: a fine-tune on our renderings gains on renderings and loses on real micrographs (docs/model_history.md, fine-tunes
+2-5). Averaging the weights of a network and its fine-tune, which share one starting point, often keeps most of the
 fine-tune's gain and the starting model's robustness to images unlike the training data (Wortsman et al., "Robust
-fine-tuning of zero-shot models", 2022). Whether it does here is measured, not assumed (README).
+fine-tuning of zero-shot models", 2022). Whether it does here is measured, not assumed (docs/model_history.md).
 
 The arithmetic (:func:`blend_states`) works on any mapping of arrays (numpy or torch) and is tested without torch.
 """

@@ -26,10 +26,10 @@ from detection.synthetic.shapes import edge_equations
 LOOK_STYLES: tuple[str, ...] = ("bevel", "thin", "faint", "bright")
 #: ``looks='translucent'`` (detection.synthetic.options.LOOKS): bevel bands from TRANSLUCENT_BAND_FRAC of the inradius
 #: (they never meet, so the inner facet stays), an inner facet of transmission TRANSLUCENT_INNER_T, and the 'faint'
-#: style TRANSLUCENT_FAINT_WEIGHT as often. On the real development tiles 17 % of the labelled 15-80 px crystals are
-#: not darker at their rim than at their centre and the 10th percentile of their contrast is 0.43 of the background;
-#: in the default renderings 40-42 % and 0.08 (bench/realism.py, session 15). Measured once with 'large' (README,
-#: *Measured in session 15*): real precision fell; the inside comes out lighter than real (0.80-0.88 of the
+#: style TRANSLUCENT_FAINT_WEIGHT as often. On the real development tiles 17 % of the labelled 15-80 px crystals are not
+#: darker at their rim than at their centre and the 10th percentile of their contrast is 0.43 of the background; in the
+#: default renderings 40-42 % and 0.08 (bench/realism.py, session 15). Measured once with 'large'
+#: (docs/model_history.md, *Session 15*): real precision fell; the inside comes out lighter than real (0.80-0.88 of the
 #: background against 0.66) and the rims narrower. Not in the shipped model's recipe.
 TRANSLUCENT_BAND_FRAC = (0.15, 0.6)
 TRANSLUCENT_INNER_T = (0.7, 1.0)

@@ -58,20 +58,20 @@ RELATIVE_SOFT_DIVISOR = 10.0
 RELATIVE_SOFT_RANGE_PX = (1.0, 3.5)
 RELATIVE_OOF_DIVISOR = 7.0
 RELATIVE_SMALL_OOF_FRACTION = 0.3
-#: blur_rule 'large': a counted crystal's own blur goes up to max(COUNTED_SOFT_MAX_PX, ECD / LARGE_SOFT_DIVISOR),
-#: at most LARGE_SOFT_MAX_PX, i.e. the fixed rule's 2.2 px up to ECD ~40 px and 4.5 px from ~80 px; out of focus and
-#: small out-of-focus blobs as with 'relative'. 'relative' counted sigma 2.5-4 px on 25-40 px crystals, and the model
-#: trained on it boxed more unlabelled soft ovals of that size on the real tiles (README, session 14).
+#: blur_rule 'large': a counted crystal's own blur goes up to max(COUNTED_SOFT_MAX_PX, ECD / LARGE_SOFT_DIVISOR), at
+#: most LARGE_SOFT_MAX_PX, i.e. the fixed rule's 2.2 px up to ECD ~40 px and 4.5 px from ~80 px; out of focus and small
+#: out-of-focus blobs as with 'relative'. 'relative' counted sigma 2.5-4 px on 25-40 px crystals, and the model trained
+#: on it boxed more unlabelled soft ovals of that size on the real tiles (docs/model_history.md, session 14).
 LARGE_SOFT_DIVISOR = 18.0
 LARGE_SOFT_MAX_PX = 4.5
-#: ``near_oof``: the share of out-of-focus crystals drawn *just* past the counted limit - own blur sigma uniform in
-#: [lo, NEAR_OOF_SPAN x lo] with lo = max(OOF_MIN_SIGMA_PX, 1.5 x the frame blur, the counted limit for their size +
+#: ``near_oof``: the share of out-of-focus crystals drawn *just* past the counted limit - own blur sigma uniform in [lo,
+#: NEAR_OOF_SPAN x lo] with lo = max(OOF_MIN_SIGMA_PX, 1.5 x the frame blur, the counted limit for their size +
 #: NEAR_OOF_MARGIN_PX), contrast kept at NEAR_OOF_KEEP, sized like the counted crystals, never a blob. The ordinary
-#: out-of-focus crystals are mostly far past the limit (log-uniform sigma up to 22-32 px, half of them blobs, contrast
-#: x 0.3-1.0), so the model saw few negatives near the boundary; on the real tiles its unmatched boxes were 15-40 px
-#: soft but clearly visible ovals whose edges are ~30 % wider than the matched crystals' (session 15: 10-90 % edge
-#: width median 7.6 vs 5.8 px at 25-40 px ECD). Measured once (share 0.4, README *Measured in session 15*): real
-#: precision up, recall down as much (the real labels count many such ovals too); not in the shipped model's recipe.
+#: out-of-focus crystals are mostly far past the limit (log-uniform sigma up to 22-32 px, half of them blobs, contrast x
+#: 0.3-1.0), so the model saw few negatives near the boundary; on the real tiles its unmatched boxes were 15-40 px soft
+#: but clearly visible ovals whose edges are ~30 % wider than the matched crystals' (session 15: 10-90 % edge width
+#: median 7.6 vs 5.8 px at 25-40 px ECD). Measured once (share 0.4, docs/model_history.md, *Session 15*): real precision
+#: up, recall down as much (the real labels count many such ovals too); not in the shipped model's recipe.
 NEAR_OOF_MARGIN_PX = 0.8
 NEAR_OOF_SPAN = 1.5
 NEAR_OOF_KEEP = (0.8, 1.0)
