@@ -11,7 +11,8 @@ the torch parameter names (``model.0.conv.weight``, ...), and ultralytics fuses 
 So: build the model from its yaml with the export's class names, fuse it, load the ONNX initializers into it (every
 parameter must be matched, shapes equal), check that torch and onnxruntime give the same raw output on a random
 input, and save a checkpoint ultralytics loads like its own (``YOLO(path)``). Float exports only (an INT8 QDQ model
-has no float weights to load). Runs in the training venv (torch, ultralytics); never used by the app.
+has no float weights to load). Runs in the training venv (torch, ultralytics); never used by the app. A network
+trained with ``detection.train --activation relu`` is rebuilt with ReLU (``--activation auto`` sees its Relu nodes).
 
 ``--trainable IMAGES``: a checkpoint to fine-tune from (``detection.train --init-weights``) instead. Fusion removed
 the BatchNorm layers, and a network trained without them behaves differently, so they are put back such that the
@@ -39,6 +40,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--onnx", type=Path, required=True, help="a float ultralytics ONNX export")
     ap.add_argument("--yaml", default="yolo11n.yaml", help="the model yaml it was trained from")
+    ap.add_argument("--activation", choices=("auto", "silu", "relu"), default="auto",
+                    help="the network's activation; auto: relu when the export has Relu nodes (a model trained with "
+                         "detection.train --activation relu), else the yaml's own")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--trainable", type=Path, default=None, metavar="IMAGES",
                     help="rebuild with BatchNorm layers for fine-tuning; statistics from images in this folder")
@@ -62,7 +66,11 @@ def main() -> int:
               file=sys.stderr)
         return 2
 
-    model = DetectionModel(args.yaml, nc=len(names), verbose=False)
+    activation = args.activation
+    if activation == "auto":
+        activation = "relu" if any(n.op_type == "Relu" for n in graph.node) else None
+    cfg = _model_cfg(args.yaml, activation)
+    model = DetectionModel(cfg, nc=len(names), verbose=False)
     model.names = dict(enumerate(names))
     model = model.fuse(verbose=False).eval()
     state = model.state_dict()
@@ -75,7 +83,7 @@ def main() -> int:
     model.load_state_dict({k: torch.from_numpy(weights[k].copy()) if k in weights else v for k, v in state.items()})
 
     if args.trainable is not None:
-        model = _with_batchnorm(model, args.yaml, names, _calibration_batches(args.trainable))
+        model = _with_batchnorm(model, cfg, names, _calibration_batches(args.trainable))
 
     x = np.random.default_rng(0).random((1, 3, 320, 416), dtype=np.float32)
     session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
@@ -92,6 +100,18 @@ def main() -> int:
                 "version": f"rebuilt from {args.onnx.name}"}, args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def _model_cfg(yaml: str, activation: str | None):
+    """The model yaml as ultralytics reads it (scale from the file name), with ``activation`` ('silu' / 'relu') set
+    as detection.train --activation sets it; None keeps the yaml's own."""
+    from detection.train import ACTIVATIONS
+    from ultralytics.nn.tasks import yaml_model_load
+
+    cfg = yaml_model_load(yaml)
+    if activation is not None:
+        cfg["activation"] = ACTIVATIONS[activation]
+    return cfg
 
 
 def _calibration_batches(folder: Path, *, n: int = 64, batch: int = 16, size: int = 320):
@@ -112,7 +132,7 @@ def _calibration_batches(folder: Path, *, n: int = 64, batch: int = 16, size: in
     return [np.stack(images[i:i + batch]) for i in range(0, len(images), batch)]
 
 
-def _with_batchnorm(fused, yaml: str, names: list[str], batches):
+def _with_batchnorm(fused, yaml, names: list[str], batches):
     """The unfused model computing what ``fused`` computes (module docstring, ``--trainable``)."""
     import torch
     from ultralytics.nn.modules import Conv

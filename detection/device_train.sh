@@ -19,6 +19,7 @@
 #   INIT_WEIGHTS      a .pt to fine-tune from (e.g. runs/rebuilt/crystal-yolo11n-1.1.0.pt from bench/pt_from_onnx.py)
 #   MODEL_VERSION     version written into the manifest [1.3.0]
 #   BLUR_RULE         the renderer's --blur-rule [fixed]  NEAR_OOF     the renderer's --near-oof [0]
+#   ACTIVATION        detection.train's --activation: relu or silu [the model's own: silu for yolo11n]
 #   RENDER_WORKERS    render processes [all cores]        WORK         scratch folder [/tmp/cqc-device]
 # Wheels: when a folder .whl exists (ultralytics, ultralytics-thop, polars, polars-runtime-32; see the docs), they are
 # installed into $WORK/site first, without network or dependencies.
@@ -37,6 +38,7 @@ INIT_WEIGHTS=${INIT_WEIGHTS:-}
 MODEL_VERSION=${MODEL_VERSION:-1.3.0}
 BLUR_RULE=${BLUR_RULE:-fixed}
 NEAR_OOF=${NEAR_OOF:-0}
+ACTIVATION=${ACTIVATION:-}
 RENDER_WORKERS=${RENDER_WORKERS:-$(nproc)}
 WORK=${WORK:-/tmp/cqc-device}
 
@@ -71,6 +73,7 @@ stamp "training (at most $EPOCHS epochs or $TRAIN_MINUTES min)"
 hours=$("$PY" -c "print(round($TRAIN_MINUTES / 60, 4))")
 init=()
 if [ -n "$INIT_WEIGHTS" ]; then init=(--init-weights "$INIT_WEIGHTS"); else init=(--model yolo11n.yaml); fi
+if [ -n "$ACTIVATION" ]; then init+=(--activation "$ACTIVATION"); fi
 "$PY" -m detection.train --data "$WORK/data/data.yaml" "${init[@]}" --imgsz "$TILE_PX" --epochs "$EPOCHS" \
     --batch "$BATCH" --workers "$LOADERS" --out "$WORK/runs/device" --data-seed "$DATA_SEED" --time-hours "$hours"
 

@@ -130,17 +130,21 @@ def build_manifest(
 def recipe_from(record: Mapping[str, Any], ckpt: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The training recipe and metrics for the manifest, from the run record (training.json) and the checkpoint.
 
-    The record is authoritative; the checkpoint's ``train_args`` fill in what a missing record cannot say.
+    The record is authoritative; the checkpoint's ``train_args`` fill in what a missing record cannot say. The
+    activation function is the one the checkpoint's network was built with (its yaml's ``activation``; without one,
+    ultralytics' default SiLU); None when the checkpoint holds no model to tell.
     Returns (recipe, metrics); metrics is {} when the record has none (never invented).
     """
     args = ckpt.get("train_args") or {}
     data = record.get("data") or {}
+    model_yaml = getattr(ckpt.get("model"), "yaml", None)
     recipe = {
         "model_yaml": record.get("model_yaml", args.get("model")),
         "imgsz": record.get("imgsz", args.get("imgsz")),
         "epochs_planned": record.get("epochs_planned", args.get("epochs")),
         "epochs_completed": record.get("epochs_completed"),
         "batch": record.get("batch", args.get("batch")),
+        "activation": model_yaml.get("activation", "nn.SiLU()") if isinstance(model_yaml, Mapping) else None,
         "seed": record.get("seed", args.get("seed")),
         "data_seed": data.get("seed"),
         "images": data.get("images"),

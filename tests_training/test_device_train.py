@@ -8,6 +8,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import onnx
+
 from analysis.onnx_adapter import load_onnx_detector
 from tests_training.test_round_trip import REPO, TRAIN_PY
 
@@ -17,7 +19,7 @@ def test_device_script_tiny_cpu_run(tmp_path):
     env = {**os.environ, "OUT": str(out), "WORK": str(tmp_path / "work"), "PY": str(TRAIN_PY), "N_TILES": "24",
            "TILE_PX": "128", "EPOCHS": "1", "TRAIN_MINUTES": "5", "BATCH": "4", "LOADERS": "0", "RENDER_WORKERS": "1",
            "DATA_SEED": "11", "MODEL_VERSION": "0.0.1", "OMP_NUM_THREADS": "1", "BLUR_RULE": "large-tight",
-           "NEAR_OOF": "0.2"}
+           "NEAR_OOF": "0.2", "ACTIVATION": "relu"}
     done = subprocess.run(["nice", "-n", "19", "bash", str(REPO / "detection" / "device_train.sh")], cwd=REPO,
                           capture_output=True, text=True, timeout=1200, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -27,6 +29,9 @@ def test_device_script_tiny_cpu_run(tmp_path):
     assert (recipe["seed"], recipe["blur_rule"], recipe["near_oof"]) == (11, "large-tight", 0.2)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["version"] == "0.0.1" and manifest["input"]["shape"][2:] == ["height", "width"]
-    assert json.loads((out / "training.json").read_text())["data"]["seed"] == 11
+    record = json.loads((out / "training.json").read_text())
+    assert record["data"]["seed"] == 11 and record["activation"] == "relu"
+    ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
+    assert "Relu" in ops, sorted(ops)  # the network was rebuilt with ReLU; only the head's class scores use Sigmoid
     detector = load_onnx_detector(out / "model.onnx")
     assert detector.model.dynamic_input and detector.label == "onnx:crystal-yolo11n 0.0.1"

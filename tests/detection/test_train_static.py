@@ -233,12 +233,30 @@ def test_record_round_trip_and_errors(tmp_path):
         ({"epochs": 0}, "at least 1"),
         ({"threads": 0}, "at least 1"),
         ({"resume": True}, "no checkpoint"),
+        ({"activation": "gelu"}, "--activation must be one of"),
     ],
 )
 def test_train_refuses_bad_options_before_importing_ultralytics(tmp_path, kwargs, message):
     with pytest.raises(tr.TrainingSetupError, match=message):
         tr.train(tmp_path / "data.yaml", out=tmp_path / "run", config_dir=tmp_path / ".yolo", **kwargs)
     assert "ultralytics" not in sys.modules
+
+
+def test_train_refuses_a_new_activation_for_a_resumed_run(tmp_path):
+    """A resumed run keeps the network it started with; switching its activation would not resume it."""
+    (tmp_path / "run" / "weights").mkdir(parents=True)
+    (tmp_path / "run" / "weights" / "last.pt").write_bytes(b"x")
+    with pytest.raises(tr.TrainingSetupError, match="cannot go with --resume"):
+        tr.train(tmp_path / "data.yaml", out=tmp_path / "run", config_dir=tmp_path / ".yolo", resume=True,
+                 activation="relu")
+    assert "ultralytics" not in sys.modules
+
+
+def test_activation_choices_are_model_yaml_entries():
+    assert tr.ACTIVATIONS == {"silu": "nn.SiLU()", "relu": "nn.ReLU()"}
+    assert tr.build_parser().parse_args(["--out", "x", "--activation", "relu"]).activation == "relu"
+    with pytest.raises(SystemExit):
+        tr.build_parser().parse_args(["--out", "x", "--activation", "gelu"])
 
 
 def test_train_refuses_to_overwrite_a_run(tmp_path):
@@ -296,6 +314,18 @@ def test_recipe_prefers_the_record_and_falls_back_to_the_checkpoint():
     recipe, metrics = ex.recipe_from(record, ckpt)
     assert (recipe["imgsz"], recipe["epochs_planned"], recipe["data_seed"], recipe["wall_s"]) == (320, 5, 11, 12.5)
     assert recipe["images"] == {"train": 9} and metrics == {"mAP50": 0.8} and recipe["record_found"] is True
+    assert recipe["activation"] is None  # no network in the checkpoint to ask
+
+
+class _Net:
+    def __init__(self, yaml):
+        self.yaml = yaml
+
+
+def test_recipe_names_the_activation_the_checkpoints_network_was_built_with():
+    relu = ex.recipe_from({}, {"model": _Net({"nc": 2, "activation": "nn.ReLU()"})})[0]
+    silu = ex.recipe_from({}, {"model": _Net({"nc": 2})})[0]  # yolo11n.yaml has no entry: ultralytics' default
+    assert (relu["activation"], silu["activation"]) == ("nn.ReLU()", "nn.SiLU()")
 
 
 def _toy_onnx(n_inputs: int = 1):
