@@ -221,6 +221,19 @@ def configure_offline(config_dir: Path = DEFAULT_CONFIG_DIR) -> None:
         settings.update(wanted)
 
 
+def _yaml_with_activation(model_yaml: str, activation: str, out: Path) -> Path:
+    """A copy of the ultralytics model yaml ``model_yaml`` (e.g. yolo11n.yaml) with ``activation`` set, written to the
+    run folder as ``<stem>-<activation>.yaml`` (the stem keeps the scale letter ultralytics reads from the name)."""
+    import yaml
+    from ultralytics.nn.tasks import yaml_model_load
+
+    cfg = {k: v for k, v in yaml_model_load(model_yaml).items() if k not in ("scale", "yaml_file")}
+    cfg["activation"] = ACTIVATIONS[activation]
+    path = out / f"{Path(model_yaml).stem}-{activation}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    return path
+
+
 def _load_yaml(path: Path) -> Any:
     import yaml  # training venv only (ultralytics depends on PyYAML)
 
@@ -372,10 +385,15 @@ def train(
                      "seed": data_seed if data_seed is not None else data["seed"]},
         }
         # From a checkpoint, ultralytics builds the trainer's model from the checkpoint's weights (Model.train).
-        model = YOLO(str(init_weights), task="detect") if init_weights is not None else YOLO(model_yaml, task="detect")
-        if activation is not None:
-            # Model.train rebuilds the trainer's network from this yaml and loads the weights into it
-            model.model.yaml["activation"] = ACTIVATIONS[activation]
+        if init_weights is not None:
+            model = YOLO(str(init_weights), task="detect")
+            if activation is not None:
+                # Model.train rebuilds the trainer's network from the checkpoint's yaml and loads its weights into it
+                model.model.yaml["activation"] = ACTIVATIONS[activation]
+        else:
+            # from scratch the trainer builds the network from the yaml file named, so the activation goes into a copy
+            built = _yaml_with_activation(model_yaml, activation, out) if activation is not None else model_yaml
+            model = YOLO(str(built), task="detect")
         kwargs = {
             "data": str(clean_yaml),
             "epochs": epochs,
