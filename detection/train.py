@@ -51,7 +51,8 @@ RECORD_NAME = "training.json"
 #: ``--activation``: the network's activation function as the model yaml's ``activation`` entry (ultralytics builds
 #: every Conv with it). ReLU instead of yolo11's SiLU: onnxruntime folds a ReLU into the INT8 convolution before it,
 #: where a SiLU costs a quantised sigmoid and a quantised product per convolution (20 % of the INT8 network's time);
-#: the INT8 network then runs in 0.71 x the time at 1280 x 1024 and 0.77 x at 2592 x 1944 (session 16, README).
+#: the INT8 network then runs in 0.71 x the time at 1280 x 1024 and 0.77 x at 2592 x 1944 (docs/model_history.md,
+#: session 16).
 ACTIVATIONS: dict[str, str] = {"silu": "nn.SiLU()", "relu": "nn.ReLU()"}
 _INTEGRATIONS = ("clearml", "comet", "dvc", "hub", "mlflow", "neptune", "raytune", "tensorboard", "wandb")
 
