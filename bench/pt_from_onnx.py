@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from detection.modelmeta import parse_metadata  # noqa: E402
-from detection.train import configure_offline  # noqa: E402
+from detection.train import configure_offline, model_config  # noqa: E402
 
 
 def main() -> int:
@@ -69,7 +69,7 @@ def main() -> int:
     activation = args.activation
     if activation == "auto":
         activation = "relu" if any(n.op_type == "Relu" for n in graph.node) else None
-    cfg = _model_cfg(args.yaml, activation)
+    cfg = model_config(args.yaml, activation)
     model = DetectionModel(cfg, nc=len(names), verbose=False)
     model.names = dict(enumerate(names))
     model = model.fuse(verbose=False).eval()
@@ -100,18 +100,6 @@ def main() -> int:
                 "version": f"rebuilt from {args.onnx.name}"}, args.out)
     print(f"wrote {args.out}")
     return 0
-
-
-def _model_cfg(yaml: str, activation: str | None):
-    """The model yaml as ultralytics reads it (scale from the file name), with ``activation`` ('silu' / 'relu') set
-    as detection.train --activation sets it; None keeps the yaml's own."""
-    from detection.train import ACTIVATIONS
-    from ultralytics.nn.tasks import yaml_model_load
-
-    cfg = yaml_model_load(yaml)
-    if activation is not None:
-        cfg["activation"] = ACTIVATIONS[activation]
-    return cfg
 
 
 def _calibration_batches(folder: Path, *, n: int = 64, batch: int = 16, size: int = 320):

@@ -222,14 +222,24 @@ def configure_offline(config_dir: Path = DEFAULT_CONFIG_DIR) -> None:
         settings.update(wanted)
 
 
-def _yaml_with_activation(model_yaml: str, activation: str, out: Path) -> Path:
-    """A copy of the ultralytics model yaml ``model_yaml`` (e.g. yolo11n.yaml) with ``activation`` set, written to the
-    run folder as ``<stem>-<activation>.yaml`` (the stem keeps the scale letter ultralytics reads from the name)."""
-    import yaml
+def model_config(model_yaml: str, activation: str | None) -> dict[str, Any]:
+    """The ultralytics model yaml ``model_yaml`` (e.g. yolo11n.yaml) as ultralytics reads it (its scale letter taken
+    from the name), with ``activation`` (a key of :data:`ACTIVATIONS`) set; None keeps the yaml's own. Needs
+    ultralytics (call :func:`configure_offline` first)."""
     from ultralytics.nn.tasks import yaml_model_load
 
-    cfg = {k: v for k, v in yaml_model_load(model_yaml).items() if k not in ("scale", "yaml_file")}
-    cfg["activation"] = ACTIVATIONS[activation]
+    cfg = yaml_model_load(model_yaml)
+    if activation is not None:
+        cfg["activation"] = ACTIVATIONS[activation]
+    return cfg
+
+
+def _yaml_with_activation(model_yaml: str, activation: str, out: Path) -> Path:
+    """:func:`model_config` written to the run folder as ``<stem>-<activation>.yaml`` (the stem keeps the scale letter
+    ultralytics reads from the name; the keys it adds on reading are left out)."""
+    import yaml
+
+    cfg = {k: v for k, v in model_config(model_yaml, activation).items() if k not in ("scale", "yaml_file")}
     path = out / f"{Path(model_yaml).stem}-{activation}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return path
