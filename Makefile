@@ -57,9 +57,10 @@ $(TRAIN_VENV)/.stamp: requirements-train.txt
 # The shipped model's recipe, step by step (time-boxed and resumable; see docs/training.md):
 #   1. render 6000 320x320 crops (seed 1), train yolo11n from scratch (1.1 h on this 2-core CPU: 8 epochs);
 #   2. render 6000 new crops (seed 2), fine-tune from step 1's best.pt (FINETUNE_HOURS);
-#   3. export with a dynamic input size (whole images in one pass) and sign the float package with the project key;
+#   3. export with a dynamic input size (whole images in one pass) and pack the float package (unsigned);
 #   4. quantise it to INT8 (detection/quantize.py: calibrated on rendered images, checked against the float model)
-#      and sign that as the shipped package (1.2.0 = 1.1.0 quantised; ~1.9 x faster network, F1 within 0.01).
+#      and pack that as the candidate (1.2.0 = 1.1.0 quantised; ~1.9 x faster network, F1 within 0.01). Shipping it
+#      (signing with a new one-shot key, `release-sign`) is a decision taken after evaluation, not part of `make train`.
 # The shipped 1.1.0 was trained on tiles of the renderer before its session-3 blur change (git a020729); rerunning
 # this now renders the current renderer's tiles, so the result is a comparable model, not the same bytes.
 FT_DATA_DIR    ?= data/synth320s2
@@ -82,12 +83,18 @@ train: $(TRAIN_VENV)/.stamp $(VENV)/.runtime-stamp
 	$(TRAIN_PY) -m detection.export --weights runs/crystal-yolo11n-ft/weights/best.pt \
 		--out runs/export/crystal-yolo11n --name crystal-yolo11n --version $(MODEL_VERSION) --imgsz 640 \
 		--dynamic-size --force
-	$(PY) -m detection.package pack-folder runs/export/crystal-yolo11n --author "crystal QC project" \
+	$(PY) -m detection.package pack-folder runs/export/crystal-yolo11n --unsigned --author "crystal QC project" \
 		--training-data "see the manifest's training recipe" --out runs/export/crystal-yolo11n-float.cqcpkg --force
 	rm -rf runs/export/crystal-yolo11n-int8
 	$(PY) -m detection.quantize --package runs/export/crystal-yolo11n-float.cqcpkg --version $(INT8_VERSION) \
 		--out runs/export/crystal-yolo11n-int8
-	$(PY) -m detection.package pack-folder runs/export/crystal-yolo11n-int8 --out weights/crystal-yolo11n.cqcpkg --force
+	$(PY) -m detection.package pack-folder runs/export/crystal-yolo11n-int8 --unsigned \
+		--out runs/export/crystal-yolo11n-int8.cqcpkg --force
+	@echo "Candidate: runs/export/crystal-yolo11n-int8.cqcpkg (unsigned). Evaluate it beside the shipped model"
+	@echo "(detection.evaluate --model runs/export/crystal-yolo11n-int8/model.onnx); to ship it, copy it to"
+	@echo "weights/crystal-yolo11n.cqcpkg and sign it with a new one-shot key:"
+	@echo "  $(PY) -m detection.package release-sign weights/crystal-yolo11n.cqcpkg --public-out weights/trusted_keys/project-N.pub"
+	@echo "then git rm the previous weights/trusted_keys/project-*.pub in the same commit (docs/model_packages.md)."
 
 # The researcher round trip with real training (export -> decrypt -> train/fine-tune -> ONNX -> sign -> import):
 # tests_training/, torch in .venv-train, a few CPU minutes; never part of `make test`. See docs/privacy.md.

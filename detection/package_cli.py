@@ -9,7 +9,9 @@ Commands::
     verify      PKG [--trusted-key PUB ...] [--trusted-dir DIR] [--accepted NAME=VERSION ...] [--no-sandbox]
     inspect     PKG                                                 show the manifest and signer (NOT verified)
     project-key [--private-out FILE] [--public-out weights/trusted_keys/project.pub] [--no-passphrase]
-    pack-folder weights/NAME --key KEY [--author A --training-data T] [--out weights/NAME.cqcpkg]
+    pack-folder weights/NAME (--key KEY | --unsigned) [--author A --training-data T] [--out weights/NAME.cqcpkg]
+    release-sign PKG [PKG ...] --public-out weights/trusted_keys/project-N.pub
+                                                                    sign with a new one-shot key, never written
 
 Private keys are written passphrase-protected (PKCS#8, the best scheme ``cryptography`` offers) unless
 ``--no-passphrase`` is given: a copied key file alone must not let anyone sign models that plants will trust. The
@@ -25,7 +27,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -170,6 +172,52 @@ def project_key(*, private_out: Path | None = None, public_out: Path | None = No
     return private_out, public_out, pkg.fingerprint(raw)
 
 
+def release_sign(packages: Sequence[Path], *, public_out: Path, trusted_dir: Path = TRUSTED_DIR) -> str:
+    """Sign ``packages`` in place with a new one-shot key and write only its public half to ``public_out``.
+
+    The private key exists in this process's memory only: it is never written anywhere, so it cannot be lost with a
+    development machine or copied later, and the next release brings its own key (delete the old ``.pub`` in the
+    same commit). A package that is already signed must verify against ``trusted_dir`` first, so a file changed
+    since it was signed is never blessed; an unsigned one (a fresh ``build`` without ``--key``) is checked like any
+    package. Every re-signed package then passes :func:`detection.package.validate_package` against the new key
+    (layout, manifest, sha256, ONNX static checks) before anything is written. Returns the new key's fingerprint.
+
+    Raises ModelPackageError (nothing written): ``public_out`` exists, a package does not verify or is malformed.
+    """
+    public_out = Path(public_out)
+    if public_out.exists():
+        raise ModelPackageError(f"{public_out} exists; a key file is never overwritten. Choose the next number.")
+    if not packages:
+        raise ModelPackageError("Name at least one package to sign.")
+    trusted = pkg.load_trusted_keys(trusted_dir)
+    limit = pkg.PackageLimits().max_package_bytes
+    originals = []
+    for path in packages:
+        data = _read_capped(Path(path), limit, "model package")
+        if pkg.unpack(data).signature_bytes is not None:
+            try:
+                pkg.validate_package(data, trusted_keys=trusted, accepted_versions={})
+            except ModelPackageError as e:
+                raise ModelPackageError(f"{path}: its present signature does not verify against {trusted_dir} "
+                                        f"({e}); re-signing it would bless an unverified model.") from e
+        originals.append(data)
+    key = pkg.generate_private_key()
+    raw = pkg.public_key_of(key)
+    signed = [pkg.sign_package(data, key, replace=True) for data in originals]
+    del key
+    key_id = pkg.fingerprint(raw)
+    for path, data in zip(packages, signed):
+        try:
+            pkg.validate_package(data, trusted_keys={key_id: raw}, accepted_versions={})
+        except ModelPackageError as e:
+            raise ModelPackageError(f"{path}: {e}") from e
+    public_out.parent.mkdir(parents=True, exist_ok=True)
+    write_file(public_out, pkg.public_key_pem(raw))
+    for path, data in zip(packages, signed):
+        write_file(Path(path), data, force=True)
+    return key_id
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
@@ -186,11 +234,12 @@ def _fields(base: Mapping[str, Any], args: argparse.Namespace) -> dict[str, Any]
     return fields
 
 
-def package_folder(folder: Path, *, key: pkg.Ed25519PrivateKey, fields: Mapping[str, Any] | None = None,
+def package_folder(folder: Path, *, key: pkg.Ed25519PrivateKey | None, fields: Mapping[str, Any] | None = None,
                    out: Path | None = None, force: bool = False) -> Path:
     """Sign an exported ``weights/NAME/`` folder (model.onnx + manifest.json) into ``weights/NAME.cqcpkg``.
 
-    ``fields`` override/complete the folder's manifest (author, training_data, ...). Returns the package path.
+    ``fields`` override/complete the folder's manifest (author, training_data, ...). ``key`` None writes it unsigned
+    (for :func:`release_sign`, or ``quantize``, which reads its source unverified). Returns the package path.
     Raises ModelPackageError.
     """
     folder = Path(folder)
@@ -312,8 +361,14 @@ def _run(args: argparse.Namespace) -> int:
                                     ("description", args.description)) if v is not None}
         if args.version:
             fields["version"] = args.version
-        out = package_folder(args.folder, key=load_key_file(args.key), fields=fields, out=args.out, force=args.force)
-        print(json.dumps({"package": str(out)}, indent=2))
+        key = None if args.unsigned else load_key_file(args.key or default_project_key_path())
+        out = package_folder(args.folder, key=key, fields=fields, out=args.out, force=args.force)
+        print(json.dumps({"package": str(out), "signed": key is not None}, indent=2))
+    elif args.command == "release-sign":
+        key_id = release_sign(args.packages, public_out=args.public_out, trusted_dir=args.trusted_dir or TRUSTED_DIR)
+        print(json.dumps({"packages": [str(p) for p in args.packages], "public_key": str(args.public_out),
+                          "fingerprint": pkg.format_fingerprint(key_id),
+                          "private_key": "none: used in memory, never written"}, indent=2))
     return 0
 
 
@@ -358,19 +413,26 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("package", type=Path)
     f = sub.add_parser("pack-folder", help="sign an exported weights/NAME folder into weights/NAME.cqcpkg")
     f.add_argument("folder", type=Path)
-    f.add_argument("--key", type=Path, default=None, help=f"default {default_project_key_path()}")
+    signing = f.add_mutually_exclusive_group()
+    signing.add_argument("--key", type=Path, default=None, help=f"default {default_project_key_path()}")
+    signing.add_argument("--unsigned", action="store_true",
+                         help="write it unsigned (then `release-sign` it, or quantise it first)")
     for opt in ("author", "training-data", "description", "version"):
         f.add_argument(f"--{opt}", default=None)
     f.add_argument("--out", type=Path, default=None)
     f.add_argument("--force", action="store_true")
+    r = sub.add_parser("release-sign", help="sign packages in place with a new one-shot key (private half never "
+                                            "written); write its public key")
+    r.add_argument("packages", type=Path, nargs="+")
+    r.add_argument("--public-out", type=Path, required=True, help="e.g. weights/trusted_keys/project-3.pub")
+    r.add_argument("--trusted-dir", type=Path, default=None,
+                   help="keys an already-signed package must verify against first; default weights/trusted_keys")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "pack-folder" and args.key is None:
-        args.key = default_project_key_path()
     try:
         return _run(args)
     except CrystalQCError as e:

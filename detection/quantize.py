@@ -4,7 +4,7 @@ Usage (app venv: onnxruntime's own quantisation tools, no torch)::
 
     python -m detection.quantize --package weights/sources/crystal-yolo11n-1.5.0-float.cqcpkg --version 1.5.1 \\
         --out /tmp/int8
-    python -m detection.package pack-folder /tmp/int8 --key KEY --out weights/crystal-yolo11n.cqcpkg --force
+    python -m detection.package pack-folder /tmp/int8 --unsigned --out /tmp/int8.cqcpkg   # then release-sign it to ship
 
 Writes ``OUT/model.onnx`` and ``OUT/manifest.json`` (the source manifest, with the new version, a description and
 ``training.quantization`` recording how it was made and how far it moved from the float model).

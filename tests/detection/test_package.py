@@ -473,6 +473,52 @@ def test_project_key_and_pack_folder(tmp_path, capsys, monkeypatch):
     assert rc == 2 and "wrong passphrase" in err
 
 
+def test_release_sign_uses_a_key_that_is_never_written(tmp_path, capsys):
+    trusted_dir = tmp_path / "trusted_keys"
+    trusted_dir.mkdir()
+    (trusted_dir / "project-2.pub").write_bytes(pkg.public_key_pem(pkg.public_key_of(TRUSTED)))
+    shipped, fresh = tmp_path / "shipped.cqcpkg", tmp_path / "fresh.cqcpkg"
+    shipped.write_bytes(make())
+    folder = tmp_path / "crystal-test"
+    folder.mkdir()
+    (folder / "model.onnx").write_bytes(band_model())
+    (folder / "manifest.json").write_text(json.dumps({**FIELDS, "version": "1.3.0"}))
+    rc, out, err = _cli(capsys, "pack-folder", folder, "--unsigned", "--out", fresh)
+    assert rc == 0 and json.loads(out)["signed"] is False, err
+    assert unpack(fresh.read_bytes()).signature_bytes is None
+    with pytest.raises(SystemExit):
+        package_cli.build_parser().parse_args(["pack-folder", str(folder), "--unsigned", "--key", "k.pem"])
+    before = {p: unpack(p.read_bytes()) for p in (shipped, fresh)}
+    public = trusted_dir / "project-3.pub"
+    rc, out, err = _cli(capsys, "release-sign", shipped, fresh, "--public-out", public, "--trusted-dir", trusted_dir)
+    assert rc == 0, err
+    info = json.loads(out)
+    new_keys = {fingerprint(pkg.public_key_raw(public.read_bytes())): pkg.public_key_raw(public.read_bytes())}
+    assert info["fingerprint"] == format_fingerprint(next(iter(new_keys)))
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()]
+    for path, old in before.items():
+        now = unpack(path.read_bytes())
+        assert (now.manifest_bytes, now.model_bytes) == (old.manifest_bytes, old.model_bytes)  # only the signature
+        assert validate_package(path.read_bytes(), trusted_keys=new_keys, accepted_versions={}).key_id in new_keys
+        with pytest.raises(ModelPackageError, match="signed by an unknown key"):
+            validate(path.read_bytes())  # the old key no longer signs it
+
+    # A file changed since it was signed, or signed by a key nobody trusts, is not blessed; nothing is written.
+    stranger, tampered = tmp_path / "stranger.cqcpkg", tmp_path / "tampered.cqcpkg"
+    stranger.write_bytes(make(key=STRANGER))
+    data = bytearray(make())
+    data[-40] ^= 1  # inside model.onnx
+    tampered.write_bytes(bytes(data))
+    for bad in (stranger, tampered):
+        original = bad.read_bytes()
+        rc, _, err = _cli(capsys, "release-sign", shipped, bad, "--public-out", trusted_dir / "project-4.pub",
+                          "--trusted-dir", trusted_dir)
+        assert rc == 2 and "does not verify" in err and bad.name in err
+        assert bad.read_bytes() == original and not (trusted_dir / "project-4.pub").exists()
+    rc, _, err = _cli(capsys, "release-sign", fresh, "--public-out", public, "--trusted-dir", trusted_dir)
+    assert rc == 2 and "never overwritten" in err
+
+
 def test_new_keys_refuse_a_short_passphrase_and_warn_without_one(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv(package_cli.PASSPHRASE_ENV, "x" * (package_cli.MIN_PASSPHRASE_CHARS - 1))
     rc, _, err = _cli(capsys, "keygen", "--out", tmp_path / "keys")
