@@ -8,7 +8,10 @@ rendered by the synthetic generator (medium difficulty) at 1280x1024 and 2592x19
 is part of the time. The detectors take turns on each image (the machine is shared and noisy: turns spread the
 noise evenly), after one warm-up image per size. Prints per size and detector the median and minimum wall time, the
 median CPU time of this process (less sensitive to other jobs; with N threads it can reach N x wall) and the mean
-count; then each detector's median relative to the first. Never asserts on time.
+count; then each detector's median relative to the first, and how its time grows with the number of particles on an
+image (least-squares line over the images: seconds at no particle plus milliseconds per particle found, and the
+slowest image), because the rendered scenes range from a few dozen to a few hundred crystals and a dense slurry
+image costs more than the median. Never asserts on time.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 from analysis.pipeline import AnalysisOptions, analyze_bytes, make_detector  # noqa: E402
 from analysis.report import particles_table, summary_table  # noqa: E402
@@ -40,6 +44,21 @@ def describe(detector) -> str:
         return detector.label
     how = "dynamic size: whole image" if model.dynamic_input else f"fixed {model.meta.imgsz[0]} px tiles"
     return f"{detector.label} ({how}, {model.threads} threads)"
+
+
+def per_particle(seconds: list[float], particles: list[int]) -> str:
+    """One line: the least-squares line seconds = a + b * particles over the images, and the slowest image.
+
+    ``particles``: every particle the pipeline measured on the image (counted and excluded: each one is refined,
+    scored and measured). The line needs two different counts; otherwise only the slowest image is given.
+    """
+    slowest = max(range(len(seconds)), key=seconds.__getitem__)
+    tail = f"slowest image {seconds[slowest]:.3f} s ({particles[slowest]} particles)"
+    if len(set(particles)) < 2:
+        return tail
+    b, a = np.polyfit(np.asarray(particles, float), np.asarray(seconds, float), 1)
+    return (f"time ~ {a:.3f} s + {b * 1000:.2f} ms x particles ({min(particles)}-{max(particles)} per image); "
+            + tail)
 
 
 def main() -> None:
@@ -73,6 +92,7 @@ def main() -> None:
         wall = [[] for _ in detectors]
         cpu = [[] for _ in detectors]
         counts = [0 for _ in detectors]
+        measured = [[] for _ in detectors]
         for det in detectors:  # warm-up (first-run allocations of a new input size)
             analyze_bytes(pngs[0], name="warmup.png", detector=det, options=options)
         for seed, data in enumerate(pngs):
@@ -84,6 +104,7 @@ def main() -> None:
                 wall[i].append(time.perf_counter() - t0)
                 cpu[i].append(time.process_time() - c0)
                 counts[i] += sum(p.counted for p in result.particles)
+                measured[i].append(len(result.particles))
         medians = [statistics.median(t) for t in wall]
         for i, name in enumerate(names):
             print(f"{w:>5}x{h:<5} {name[:28]:<28} {medians[i]:9.3f} {min(wall[i]):7.3f} "
@@ -91,6 +112,8 @@ def main() -> None:
         if len(detectors) > 1:
             ratios = ", ".join(f"{n}: {m / medians[0]:.2f}" for n, m in zip(names[1:], medians[1:]))
             print(f"{'':>11} median time relative to {names[0]}: {ratios}")
+        for i, name in enumerate(names):
+            print(f"{'':>11} {name[:28]:<28} {per_particle(wall[i], measured[i])}")
 
 
 if __name__ == "__main__":
