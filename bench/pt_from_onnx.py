@@ -12,7 +12,8 @@ So: build the model from its yaml with the export's class names, fuse it, load t
 parameter must be matched, shapes equal), check that torch and onnxruntime give the same raw output on a random
 input, and save a checkpoint ultralytics loads like its own (``YOLO(path)``). Float exports only (an INT8 QDQ model
 has no float weights to load). Runs in the training venv (torch, ultralytics); never used by the app. A network
-trained with ``detection.train --activation relu`` is rebuilt with ReLU (``--activation auto`` sees its Relu nodes).
+trained with ``detection.train --activation relu`` is rebuilt with ReLU (``--activation auto`` sees its Relu nodes),
+one trained with ``--relu-layers`` with ReLU in the layers whose nodes hold a Relu (and SiLU elsewhere).
 
 ``--trainable IMAGES``: a checkpoint to fine-tune from (``detection.train --init-weights``) instead. Fusion removed
 the BatchNorm layers, and a network trained without them behaves differently, so they are put back such that the
@@ -33,7 +34,26 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from detection.modelmeta import parse_metadata  # noqa: E402
-from detection.train import configure_offline, model_config  # noqa: E402
+from detection.train import RELU_LAYERS_KEY, configure_offline, model_config, set_relu_layers  # noqa: E402
+
+
+def relu_layers_of(graph) -> tuple[str | None, list[int] | None]:
+    """(activation, relu layers) of an ultralytics export: ("relu", None) when every activation is a Relu, (None,
+    [layer indices]) when only some layers (node names ``/model.N/...``) hold one, (None, None) when none does."""
+    import re
+
+    def layers(op: str) -> set[int]:
+        found = set()
+        for node in graph.node:
+            m = re.match(r"/model\.(\d+)/", node.name)
+            if node.op_type == op and m and (op == "Relu" or "/act/" in node.name):
+                found.add(int(m.group(1)))
+        return found
+
+    relu, silu = layers("Relu"), layers("Sigmoid")
+    if not relu:
+        return None, None
+    return ("relu", None) if not silu else (None, sorted(relu))
 
 
 def main() -> int:
@@ -66,11 +86,13 @@ def main() -> int:
               file=sys.stderr)
         return 2
 
-    activation = args.activation
+    activation, relu_layers = args.activation, None
     if activation == "auto":
-        activation = "relu" if any(n.op_type == "Relu" for n in graph.node) else None
-    cfg = model_config(args.yaml, activation)
+        activation, relu_layers = relu_layers_of(graph)
+    cfg = model_config(args.yaml, activation, relu_layers)
     model = DetectionModel(cfg, nc=len(names), verbose=False)
+    if relu_layers:
+        print(f"ReLU in layers {relu_layers} ({set_relu_layers(model, relu_layers)} activations), SiLU elsewhere")
     model.names = dict(enumerate(names))
     model = model.fuse(verbose=False).eval()
     state = model.state_dict()
@@ -146,6 +168,8 @@ def _with_batchnorm(fused, yaml, names: list[str], batches):
         h.remove()
 
     model = DetectionModel(yaml, nc=len(names), verbose=False)
+    if yaml.get(RELU_LAYERS_KEY):
+        set_relu_layers(model, yaml[RELU_LAYERS_KEY])
     model.names = dict(enumerate(names))
     fused_state = fused.state_dict()
     state = model.state_dict()

@@ -20,6 +20,7 @@
 #   MODEL_VERSION     version written into the manifest [1.3.0]
 #   BLUR_RULE         the renderer's --blur-rule [fixed]  NEAR_OOF     the renderer's --near-oof [0]
 #   ACTIVATION        detection.train's --activation: relu or silu [the model's own: silu for yolo11n]
+#   RELU_LAYERS       detection.train's --relu-layers, e.g. 0-8,23: ReLU in those layers only [none]
 #   RENDER_WORKERS    render processes [all cores]        WORK         scratch folder [/tmp/cqc-device]
 # Wheels: when a folder .whl exists (ultralytics, ultralytics-thop, polars, polars-runtime-32; see the docs), they are
 # installed into $WORK/site first, without network or dependencies.
@@ -39,6 +40,7 @@ MODEL_VERSION=${MODEL_VERSION:-1.3.0}
 BLUR_RULE=${BLUR_RULE:-fixed}
 NEAR_OOF=${NEAR_OOF:-0}
 ACTIVATION=${ACTIVATION:-}
+RELU_LAYERS=${RELU_LAYERS:-}
 RENDER_WORKERS=${RENDER_WORKERS:-$(nproc)}
 WORK=${WORK:-/tmp/cqc-device}
 
@@ -74,6 +76,7 @@ hours=$("$PY" -c "print(round($TRAIN_MINUTES / 60, 4))")
 init=()
 if [ -n "$INIT_WEIGHTS" ]; then init=(--init-weights "$INIT_WEIGHTS"); else init=(--model yolo11n.yaml); fi
 if [ -n "$ACTIVATION" ]; then init+=(--activation "$ACTIVATION"); fi
+if [ -n "$RELU_LAYERS" ]; then init+=(--relu-layers "$RELU_LAYERS"); fi
 "$PY" -m detection.train --data "$WORK/data/data.yaml" "${init[@]}" --imgsz "$TILE_PX" --epochs "$EPOCHS" \
     --batch "$BATCH" --workers "$LOADERS" --out "$WORK/runs/device" --data-seed "$DATA_SEED" --time-hours "$hours"
 

@@ -42,7 +42,9 @@ from typing import Any
 
 from analysis.errors import CrystalQCError, ModelPackageError
 from detection.modelmeta import expected_anchor_counts
-from detection.train import DEFAULT_CONFIG_DIR, RECORD_NAME, configure_offline, read_record, write_json_atomic
+from detection.train import (
+    DEFAULT_CONFIG_DIR, RECORD_NAME, RELU_LAYERS_KEY, configure_offline, read_record, write_json_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +134,8 @@ def recipe_from(record: Mapping[str, Any], ckpt: Mapping[str, Any]) -> tuple[dic
 
     The record is authoritative; the checkpoint's ``train_args`` fill in what a missing record cannot say. The
     activation function is the one the checkpoint's network was built with (its yaml's ``activation``; without one,
-    ultralytics' default SiLU); None when the checkpoint holds no model to tell.
+    ultralytics' default SiLU); None when the checkpoint holds no model to tell. ``relu_layers``: the layers that
+    ``detection.train --relu-layers`` gave ReLU instead (None: none).
     Returns (recipe, metrics); metrics is {} when the record has none (never invented).
     """
     args = ckpt.get("train_args") or {}
@@ -145,6 +148,7 @@ def recipe_from(record: Mapping[str, Any], ckpt: Mapping[str, Any]) -> tuple[dic
         "epochs_completed": record.get("epochs_completed"),
         "batch": record.get("batch", args.get("batch")),
         "activation": model_yaml.get("activation", "nn.SiLU()") if isinstance(model_yaml, Mapping) else None,
+        "relu_layers": model_yaml.get(RELU_LAYERS_KEY) if isinstance(model_yaml, Mapping) else None,
         "seed": record.get("seed", args.get("seed")),
         "data_seed": data.get("seed"),
         "images": data.get("images"),

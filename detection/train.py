@@ -27,7 +27,7 @@ import platform
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,11 @@ RECORD_NAME = "training.json"
 #: the INT8 network then runs in 0.71 x the time at 1280 x 1024 and 0.77 x at 2592 x 1944 (docs/model_history.md,
 #: session 16).
 ACTIVATIONS: dict[str, str] = {"silu": "nn.SiLU()", "relu": "nn.ReLU()"}
+#: ``--relu-layers``: the model-yaml key (ours; ultralytics keeps unknown keys and ignores them) listing the layers
+#: (indices of the yaml's backbone + head list) whose activations are ReLU while the others keep the yaml's own.
+#: Switching 1.5.0's first layers costs nothing measurable without any training (docs/model_history.md, session 17),
+#: where switching every layer drops real-tile F1 to 0.62 before training.
+RELU_LAYERS_KEY = "crystalqc_relu_layers"
 _INTEGRATIONS = ("clearml", "comet", "dvc", "hub", "mlflow", "neptune", "raytune", "tensorboard", "wandb")
 
 
@@ -222,25 +227,85 @@ def configure_offline(config_dir: Path = DEFAULT_CONFIG_DIR) -> None:
         settings.update(wanted)
 
 
-def model_config(model_yaml: str, activation: str | None) -> dict[str, Any]:
+def model_config(model_yaml: str, activation: str | None,
+                 relu_layers: Sequence[int] | None = None) -> dict[str, Any]:
     """The ultralytics model yaml ``model_yaml`` (e.g. yolo11n.yaml) as ultralytics reads it (its scale letter taken
-    from the name), with ``activation`` (a key of :data:`ACTIVATIONS`) set; None keeps the yaml's own. Needs
-    ultralytics (call :func:`configure_offline` first)."""
+    from the name), with ``activation`` (a key of :data:`ACTIVATIONS`) set; None keeps the yaml's own.
+    ``relu_layers`` is recorded under :data:`RELU_LAYERS_KEY`; a network built from the config gets them with
+    :func:`set_relu_layers` (the trainer of :func:`train` does that). Needs ultralytics (call
+    :func:`configure_offline` first)."""
     from ultralytics.nn.tasks import yaml_model_load
 
     cfg = yaml_model_load(model_yaml)
     if activation is not None:
         cfg["activation"] = ACTIVATIONS[activation]
+    if relu_layers:
+        cfg[RELU_LAYERS_KEY] = sorted(set(int(i) for i in relu_layers))
     return cfg
 
 
-def _yaml_with_activation(model_yaml: str, activation: str, out: Path) -> Path:
-    """:func:`model_config` written to the run folder as ``<stem>-<activation>.yaml`` (the stem keeps the scale letter
-    ultralytics reads from the name; the keys it adds on reading are left out)."""
+def parse_layers(spec: str) -> list[int]:
+    """``"0-4,23"`` -> [0, 1, 2, 3, 4, 23]. Raises TrainingSetupError for anything else."""
+    layers: set[int] = set()
+    for part in spec.split(","):
+        first, dash, last = part.strip().partition("-")
+        try:
+            a, b = int(first), int(last) if dash else int(first)
+        except ValueError:
+            raise TrainingSetupError(f"--relu-layers: {spec!r} is not a list of layer indices such as 0-4,23.") from None
+        if not 0 <= a <= b < 1000:
+            raise TrainingSetupError(f"--relu-layers: bad range {part!r} in {spec!r}.")
+        layers.update(range(a, b + 1))
+    return sorted(layers)
+
+
+def set_relu_layers(model: Any, layers: Sequence[int]) -> int:
+    """Give every convolution block (ultralytics ``Conv``, depthwise ones included) of the listed layers of
+    ``model`` (a DetectionModel) a ReLU instead of its SiLU, in place; weights untouched. Returns how many were
+    changed. Raises TrainingSetupError for a layer index the network does not have."""
+    from torch import nn
+    from ultralytics.nn.modules.conv import Conv
+
+    n_layers = len(model.model)
+    bad = [i for i in layers if not 0 <= i < n_layers]
+    if bad:
+        raise TrainingSetupError(f"--relu-layers: the network has layers 0-{n_layers - 1}, not {bad}.")
+    changed = 0
+    for i in layers:
+        for module in model.model[i].modules():
+            if isinstance(module, Conv) and isinstance(module.act, nn.SiLU):
+                module.act = nn.ReLU()
+                changed += 1
+    return changed
+
+
+def _trainer_class() -> Any:
+    """ultralytics' detection trainer, building every network (fine-tune, scratch, resume) with the ReLU layers its
+    yaml lists under :data:`RELU_LAYERS_KEY` (the trainer rebuilds the network from the yaml, so changing the modules
+    of a loaded checkpoint would not last)."""
+    from ultralytics.models.yolo.detect import DetectionTrainer
+
+    class ReluLayersTrainer(DetectionTrainer):
+        def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> Any:
+            model = super().get_model(cfg=cfg, weights=weights, verbose=verbose)
+            layers = (model.yaml or {}).get(RELU_LAYERS_KEY) if isinstance(model.yaml, dict) else None
+            if layers:
+                logger.info("ReLU in layers %s: %d activations", layers, set_relu_layers(model, layers))
+            return model
+
+    return ReluLayersTrainer
+
+
+def _yaml_with_activation(model_yaml: str, activation: str | None, out: Path,
+                          relu_layers: Sequence[int] | None = None) -> Path:
+    """:func:`model_config` written to the run folder as ``<stem>-<activation>.yaml`` (``<stem>-relu-layers.yaml``
+    with ``relu_layers``; the stem keeps the scale letter ultralytics reads from the name; the keys it adds on
+    reading are left out)."""
     import yaml
 
-    cfg = {k: v for k, v in model_config(model_yaml, activation).items() if k not in ("scale", "yaml_file")}
-    path = out / f"{Path(model_yaml).stem}-{activation}.yaml"
+    cfg = {k: v for k, v in model_config(model_yaml, activation, relu_layers).items()
+           if k not in ("scale", "yaml_file")}
+    path = out / f"{Path(model_yaml).stem}-{activation or 'relu-layers'}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return path
 
@@ -322,6 +387,7 @@ def train(
     data_seed: int | None = None,
     init_weights: Path | None = None,
     activation: str | None = None,
+    relu_layers: Sequence[int] | None = None,
     config_dir: Path = DEFAULT_CONFIG_DIR,
 ) -> dict[str, Any]:
     """Train (or resume) a YOLO detect model from scratch on ``data_yaml`` into the run folder ``out``.
@@ -334,7 +400,9 @@ def train(
     ``init_weights`` (a .pt checkpoint, e.g. the shipped model's best.pt) starts a new run from those weights instead
     of from scratch (fine-tuning; the model yaml is then the checkpoint's own). ``activation`` (a key of
     :data:`ACTIVATIONS`) rebuilds the network with that activation function before training, keeping every weight
-    (a checkpoint's weights fit any activation); None keeps the yaml's or checkpoint's own.
+    (a checkpoint's weights fit any activation); None keeps the yaml's or checkpoint's own. ``relu_layers`` (layer
+    indices) gives only those layers ReLU (:func:`set_relu_layers`), recorded in the model yaml so that resumed runs
+    and exports keep them; not together with ``activation``.
     Returns the run record (also written to ``out/training.json``).
     Raises TrainingSetupError for bad data/options, a finished run given --resume, or an existing run without it.
     """
@@ -351,6 +419,9 @@ def train(
     if activation is not None and (resume or activation not in ACTIVATIONS):
         raise TrainingSetupError(f"--activation must be one of {', '.join(ACTIVATIONS)} and cannot go with --resume "
                                  f"(got {activation}).")
+    if relu_layers is not None and (resume or activation is not None or not relu_layers):
+        raise TrainingSetupError("--relu-layers cannot go with --resume (the run keeps its own) or --activation, and "
+                                 "needs at least one layer.")
     if init_weights is not None and (resume or not Path(init_weights).is_file()):
         raise TrainingSetupError(f"--init-weights must name an existing .pt file and cannot go with --resume "
                                  f"(got {init_weights}).")
@@ -392,6 +463,7 @@ def train(
             "time_hours": time_hours,
             "init_weights": str(init_weights) if init_weights is not None else None,
             "activation": activation,
+            "relu_layers": sorted(set(relu_layers)) if relu_layers else None,
             "data": {"yaml": str(data_yaml), "used_yaml": str(clean_yaml), "images": data["images"],
                      "seed": data_seed if data_seed is not None else data["seed"]},
         }
@@ -401,9 +473,12 @@ def train(
             if activation is not None:
                 # Model.train rebuilds the trainer's network from the checkpoint's yaml and loads its weights into it
                 model.model.yaml["activation"] = ACTIVATIONS[activation]
+            if relu_layers:
+                model.model.yaml[RELU_LAYERS_KEY] = sorted(set(relu_layers))
         else:
             # from scratch the trainer builds the network from the yaml file named, so the activation goes into a copy
-            built = _yaml_with_activation(model_yaml, activation, out) if activation is not None else model_yaml
+            built = (_yaml_with_activation(model_yaml, activation, out, relu_layers)
+                     if activation is not None or relu_layers else model_yaml)
             model = YOLO(str(built), task="detect")
         kwargs = {
             "data": str(clean_yaml),
@@ -452,7 +527,7 @@ def train(
 
     model.add_callback("on_model_save", save_progress)
     write_json_atomic(out / RECORD_NAME, record)
-    model.train(**kwargs)
+    model.train(trainer=_trainer_class(), **kwargs)
     trainer = model.trainer
     session["wall_s"] = round(time.perf_counter() - t0, 1)
     record.update(
@@ -487,6 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=None,
                    help="rebuild the network with this activation function (default: the model's own); relu runs "
                         "faster in INT8")
+    p.add_argument("--relu-layers", default=None, metavar="SPEC",
+                   help="ReLU in these layers only (e.g. 0-8: the backbone), the others keep their activation")
     return p
 
 
@@ -514,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
             data_seed=args.data_seed,
             init_weights=args.init_weights,
             activation=args.activation,
+            relu_layers=parse_layers(args.relu_layers) if args.relu_layers else None,
         )
     except CrystalQCError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -35,3 +35,25 @@ def test_device_script_tiny_cpu_run(tmp_path):
     assert "Relu" in ops, sorted(ops)  # the network was rebuilt with ReLU; only the head's class scores use Sigmoid
     detector = load_onnx_detector(out / "model.onnx")
     assert detector.model.dynamic_input and detector.label == "onnx:crystal-yolo11n 0.0.1"
+
+
+def test_device_script_relu_in_some_layers_only(tmp_path):
+    """RELU_LAYERS from scratch: the yaml copy carries the layer list, the trainer builds the network with it, and the
+    export has ReLU in those layers and SiLU (Sigmoid * x) in the others."""
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "WORK": str(tmp_path / "work"), "PY": str(TRAIN_PY), "N_TILES": "16",
+           "TILE_PX": "128", "EPOCHS": "1", "TRAIN_MINUTES": "5", "BATCH": "4", "LOADERS": "0", "RENDER_WORKERS": "1",
+           "DATA_SEED": "12", "MODEL_VERSION": "0.0.2", "OMP_NUM_THREADS": "1", "RELU_LAYERS": "0-2,23"}
+    done = subprocess.run(["nice", "-n", "19", "bash", str(REPO / "detection" / "device_train.sh")], cwd=REPO,
+                          capture_output=True, text=True, timeout=1200, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    record = json.loads((out / "training.json").read_text())
+    assert record["relu_layers"] == [0, 1, 2, 23] and record["activation"] is None
+    assert json.loads((out / "manifest.json").read_text())["training"]["relu_layers"] == [0, 1, 2, 23]
+    relu, silu = set(), set()
+    for node in onnx.load(str(out / "model.onnx")).graph.node:
+        parts = node.name.split("/")
+        if len(parts) > 2 and parts[1].startswith("model.") and "act" in parts:
+            (relu if node.op_type == "Relu" else silu if node.op_type == "Sigmoid" else set()).add(int(parts[1][6:]))
+    assert relu == {0, 1, 2, 23}, (relu, silu)
+    assert silu and not silu & relu and min(silu) == 3

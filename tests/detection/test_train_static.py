@@ -234,6 +234,8 @@ def test_record_round_trip_and_errors(tmp_path):
         ({"threads": 0}, "at least 1"),
         ({"resume": True}, "no checkpoint"),
         ({"activation": "gelu"}, "--activation must be one of"),
+        ({"relu_layers": [0, 1], "activation": "relu"}, "--relu-layers cannot go with"),
+        ({"relu_layers": []}, "needs at least one layer"),
     ],
 )
 def test_train_refuses_bad_options_before_importing_ultralytics(tmp_path, kwargs, message):
@@ -257,6 +259,24 @@ def test_activation_choices_are_model_yaml_entries():
     assert tr.build_parser().parse_args(["--out", "x", "--activation", "relu"]).activation == "relu"
     with pytest.raises(SystemExit):
         tr.build_parser().parse_args(["--out", "x", "--activation", "gelu"])
+
+
+@pytest.mark.parametrize(("spec", "layers"), [("0-4", [0, 1, 2, 3, 4]), ("0-2,23", [0, 1, 2, 23]), ("5", [5]),
+                                              (" 3-4 , 1", [1, 3, 4])])
+def test_parse_layers(spec, layers):
+    assert tr.parse_layers(spec) == layers
+    assert tr.build_parser().parse_args(["--out", "x", "--relu-layers", spec]).relu_layers == spec
+
+
+@pytest.mark.parametrize("spec", ["", "a-b", "4-2", "-1", "0-4;23", "1-2-3"])
+def test_parse_layers_refuses(spec):
+    with pytest.raises(tr.TrainingSetupError, match="--relu-layers"):
+        tr.parse_layers(spec)
+
+
+def test_cli_reports_bad_relu_layers(tmp_path, capsys):
+    assert tr.main(["--data", str(tmp_path / "d.yaml"), "--out", str(tmp_path / "r"), "--relu-layers", "x"]) == 2
+    assert "--relu-layers" in capsys.readouterr().err
 
 
 def test_train_refuses_to_overwrite_a_run(tmp_path):
@@ -326,6 +346,9 @@ def test_recipe_names_the_activation_the_checkpoints_network_was_built_with():
     relu = ex.recipe_from({}, {"model": _Net({"nc": 2, "activation": "nn.ReLU()"})})[0]
     silu = ex.recipe_from({}, {"model": _Net({"nc": 2})})[0]  # yolo11n.yaml has no entry: ultralytics' default
     assert (relu["activation"], silu["activation"]) == ("nn.ReLU()", "nn.SiLU()")
+    assert silu["relu_layers"] is None
+    part = ex.recipe_from({}, {"model": _Net({"nc": 2, tr.RELU_LAYERS_KEY: [0, 1, 2]})})[0]
+    assert (part["activation"], part["relu_layers"]) == ("nn.SiLU()", [0, 1, 2])
 
 
 def _toy_onnx(n_inputs: int = 1):
