@@ -388,6 +388,7 @@ def train(
     init_weights: Path | None = None,
     activation: str | None = None,
     relu_layers: Sequence[int] | None = None,
+    distill_from: Path | None = None,
     config_dir: Path = DEFAULT_CONFIG_DIR,
 ) -> dict[str, Any]:
     """Train (or resume) a YOLO detect model from scratch on ``data_yaml`` into the run folder ``out``.
@@ -402,7 +403,9 @@ def train(
     :data:`ACTIVATIONS`) rebuilds the network with that activation function before training, keeping every weight
     (a checkpoint's weights fit any activation); None keeps the yaml's or checkpoint's own. ``relu_layers`` (layer
     indices) gives only those layers ReLU (:func:`set_relu_layers`), recorded in the model yaml so that resumed runs
-    and exports keep them; not together with ``activation``.
+    and exports keep them; not together with ``activation``. ``distill_from`` (a .pt) is a teacher: ultralytics'
+    knowledge distillation (``distill_model``) adds a loss pulling the student's features at the head's inputs
+    towards the teacher's, e.g. to bring a network with ReLU back to the SiLU network it was switched from.
     Returns the run record (also written to ``out/training.json``).
     Raises TrainingSetupError for bad data/options, a finished run given --resume, or an existing run without it.
     """
@@ -422,6 +425,9 @@ def train(
     if relu_layers is not None and (resume or activation is not None or not relu_layers):
         raise TrainingSetupError("--relu-layers cannot go with --resume (the run keeps its own) or --activation, and "
                                  "needs at least one layer.")
+    if distill_from is not None and (resume or not Path(distill_from).is_file()):
+        raise TrainingSetupError(f"--distill-from must name an existing .pt file and cannot go with --resume "
+                                 f"(got {distill_from}).")
     if init_weights is not None and (resume or not Path(init_weights).is_file()):
         raise TrainingSetupError(f"--init-weights must name an existing .pt file and cannot go with --resume "
                                  f"(got {init_weights}).")
@@ -464,6 +470,7 @@ def train(
             "init_weights": str(init_weights) if init_weights is not None else None,
             "activation": activation,
             "relu_layers": sorted(set(relu_layers)) if relu_layers else None,
+            "distill_from": str(distill_from) if distill_from is not None else None,
             "data": {"yaml": str(data_yaml), "used_yaml": str(clean_yaml), "images": data["images"],
                      "seed": data_seed if data_seed is not None else data["seed"]},
         }
@@ -501,6 +508,8 @@ def train(
         }
         if time_hours is not None:
             kwargs["time"] = float(time_hours)
+        if distill_from is not None:
+            kwargs["distill_model"] = str(distill_from)
 
     record.update(run_dir=str(out), versions=_versions(), status="running")
     session: dict[str, Any] = {
@@ -562,6 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", choices=sorted(ACTIVATIONS), default=None,
                    help="rebuild the network with this activation function (default: the model's own); relu runs "
                         "faster in INT8")
+    p.add_argument("--distill-from", type=Path, default=None, metavar="TEACHER_PT",
+                   help="knowledge distillation from this checkpoint (ultralytics' distill_model)")
     p.add_argument("--relu-layers", default=None, metavar="SPEC",
                    help="ReLU in these layers only (e.g. 0-8: the backbone), the others keep their activation")
     return p
@@ -592,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             init_weights=args.init_weights,
             activation=args.activation,
             relu_layers=parse_layers(args.relu_layers) if args.relu_layers else None,
+            distill_from=args.distill_from,
         )
     except CrystalQCError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -236,6 +236,7 @@ def test_record_round_trip_and_errors(tmp_path):
         ({"activation": "gelu"}, "--activation must be one of"),
         ({"relu_layers": [0, 1], "activation": "relu"}, "--relu-layers cannot go with"),
         ({"relu_layers": []}, "needs at least one layer"),
+        ({"distill_from": Path("/nonexistent/teacher.pt")}, "--distill-from must name an existing"),
     ],
 )
 def test_train_refuses_bad_options_before_importing_ultralytics(tmp_path, kwargs, message):
