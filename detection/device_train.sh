@@ -21,6 +21,7 @@
 #   BLUR_RULE         the renderer's --blur-rule [fixed]  NEAR_OOF     the renderer's --near-oof [0]
 #   ACTIVATION        detection.train's --activation: relu or silu [the model's own: silu for yolo11n]
 #   RELU_LAYERS       detection.train's --relu-layers, e.g. 0-8,23: ReLU in those layers only [none]
+#   DISTILL_FROM      detection.train's --distill-from: a teacher .pt (e.g. INIT_WEIGHTS itself with ACTIVATION=relu)
 #   RENDER_WORKERS    render processes [all cores]        WORK         scratch folder [/tmp/cqc-device]
 # Wheels: when a folder .whl exists (ultralytics, ultralytics-thop, polars, polars-runtime-32; see the docs), they are
 # installed into $WORK/site first, without network or dependencies.
@@ -41,6 +42,7 @@ BLUR_RULE=${BLUR_RULE:-fixed}
 NEAR_OOF=${NEAR_OOF:-0}
 ACTIVATION=${ACTIVATION:-}
 RELU_LAYERS=${RELU_LAYERS:-}
+DISTILL_FROM=${DISTILL_FROM:-}
 RENDER_WORKERS=${RENDER_WORKERS:-$(nproc)}
 WORK=${WORK:-/tmp/cqc-device}
 
@@ -77,6 +79,7 @@ init=()
 if [ -n "$INIT_WEIGHTS" ]; then init=(--init-weights "$INIT_WEIGHTS"); else init=(--model yolo11n.yaml); fi
 if [ -n "$ACTIVATION" ]; then init+=(--activation "$ACTIVATION"); fi
 if [ -n "$RELU_LAYERS" ]; then init+=(--relu-layers "$RELU_LAYERS"); fi
+if [ -n "$DISTILL_FROM" ]; then init+=(--distill-from "$DISTILL_FROM"); fi
 "$PY" -m detection.train --data "$WORK/data/data.yaml" "${init[@]}" --imgsz "$TILE_PX" --epochs "$EPOCHS" \
     --batch "$BATCH" --workers "$LOADERS" --out "$WORK/runs/device" --data-seed "$DATA_SEED" --time-hours "$hours"
 
