@@ -73,7 +73,6 @@ def main() -> int:
     import onnxruntime as ort
     import torch
     from onnx import numpy_helper
-    from ultralytics.nn.tasks import DetectionModel
 
     model_bytes = args.onnx.read_bytes()
     proto = onnx.load_model_from_string(model_bytes)
@@ -90,9 +89,9 @@ def main() -> int:
     if activation == "auto":
         activation, relu_layers = relu_layers_of(graph)
     cfg = model_config(args.yaml, activation, relu_layers)
-    model = DetectionModel(cfg, nc=len(names), verbose=False)
+    model = _network(cfg, len(names))
     if relu_layers:
-        print(f"ReLU in layers {relu_layers} ({set_relu_layers(model, relu_layers)} activations), SiLU elsewhere")
+        print(f"ReLU in layers {relu_layers}, SiLU elsewhere")
     model.names = dict(enumerate(names))
     model = model.fuse(verbose=False).eval()
     state = model.state_dict()
@@ -124,6 +123,16 @@ def main() -> int:
     return 0
 
 
+def _network(cfg: dict, n_classes: int):
+    """The DetectionModel of ``cfg`` (a :func:`model_config` dict), with the ReLU layers the config lists."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    model = DetectionModel(cfg, nc=n_classes, verbose=False)
+    if cfg.get(RELU_LAYERS_KEY):
+        set_relu_layers(model, cfg[RELU_LAYERS_KEY])
+    return model
+
+
 def _calibration_batches(folder: Path, *, n: int = 64, batch: int = 16, size: int = 320):
     """Up to ``n`` images of ``folder`` (sorted), grey -> 3 channels in [0, 1], their top-left ``size`` x ``size``
     px (smaller images padded with grey 114), in batches (float32 numpy (B, 3, size, size))."""
@@ -146,7 +155,6 @@ def _with_batchnorm(fused, yaml, names: list[str], batches):
     """The unfused model computing what ``fused`` computes (module docstring, ``--trainable``)."""
     import torch
     from ultralytics.nn.modules import Conv
-    from ultralytics.nn.tasks import DetectionModel
 
     convs = {name: m.conv for name, m in fused.named_modules() if isinstance(m, Conv)}
     sums = {name: [0.0, 0.0, 0] for name in convs}  # per channel: sum, sum of squares, count
@@ -167,9 +175,7 @@ def _with_batchnorm(fused, yaml, names: list[str], batches):
     for h in handles:
         h.remove()
 
-    model = DetectionModel(yaml, nc=len(names), verbose=False)
-    if yaml.get(RELU_LAYERS_KEY):
-        set_relu_layers(model, yaml[RELU_LAYERS_KEY])
+    model = _network(yaml, len(names))
     model.names = dict(enumerate(names))
     fused_state = fused.state_dict()
     state = model.state_dict()

@@ -56,8 +56,8 @@ RECORD_NAME = "training.json"
 ACTIVATIONS: dict[str, str] = {"silu": "nn.SiLU()", "relu": "nn.ReLU()"}
 #: ``--relu-layers``: the model-yaml key (ours; ultralytics keeps unknown keys and ignores them) listing the layers
 #: (indices of the yaml's backbone + head list) whose activations are ReLU while the others keep the yaml's own.
-#: Switching 1.5.0's first layers costs nothing measurable without any training (docs/model_history.md, session 17),
-#: where switching every layer drops real-tile F1 to 0.62 before training.
+#: Before any training, switching 1.5.0's backbone costs little on the real tiles (but rendered recall) where switching
+#: every layer drops real-tile F1 to 0.62 (docs/model_history.md, session 17).
 RELU_LAYERS_KEY = "crystalqc_relu_layers"
 _INTEGRATIONS = ("clearml", "comet", "dvc", "hub", "mlflow", "neptune", "raytune", "tensorboard", "wandb")
 
