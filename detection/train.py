@@ -288,7 +288,7 @@ def _trainer_class() -> Any:
     class ReluLayersTrainer(DetectionTrainer):
         def get_model(self, cfg: Any = None, weights: Any = None, verbose: bool = True) -> Any:
             model = super().get_model(cfg=cfg, weights=weights, verbose=verbose)
-            layers = (model.yaml or {}).get(RELU_LAYERS_KEY) if isinstance(model.yaml, dict) else None
+            layers = model.yaml.get(RELU_LAYERS_KEY) if isinstance(model.yaml, dict) else None
             if layers:
                 logger.info("ReLU in layers %s: %d activations", layers, set_relu_layers(model, layers))
             return model
@@ -425,6 +425,7 @@ def train(
     if relu_layers is not None and (resume or activation is not None or not relu_layers):
         raise TrainingSetupError("--relu-layers cannot go with --resume (the run keeps its own) or --activation, and "
                                  "needs at least one layer.")
+    relu_layers = sorted(set(relu_layers)) if relu_layers else None
     if distill_from is not None and (resume or not Path(distill_from).is_file()):
         raise TrainingSetupError(f"--distill-from must name an existing .pt file and cannot go with --resume "
                                  f"(got {distill_from}).")
@@ -469,7 +470,7 @@ def train(
             "time_hours": time_hours,
             "init_weights": str(init_weights) if init_weights is not None else None,
             "activation": activation,
-            "relu_layers": sorted(set(relu_layers)) if relu_layers else None,
+            "relu_layers": relu_layers,
             "distill_from": str(distill_from) if distill_from is not None else None,
             "data": {"yaml": str(data_yaml), "used_yaml": str(clean_yaml), "images": data["images"],
                      "seed": data_seed if data_seed is not None else data["seed"]},
@@ -481,7 +482,7 @@ def train(
                 # Model.train rebuilds the trainer's network from the checkpoint's yaml and loads its weights into it
                 model.model.yaml["activation"] = ACTIVATIONS[activation]
             if relu_layers:
-                model.model.yaml[RELU_LAYERS_KEY] = sorted(set(relu_layers))
+                model.model.yaml[RELU_LAYERS_KEY] = relu_layers
         else:
             # from scratch the trainer builds the network from the yaml file named, so the activation goes into a copy
             built = (_yaml_with_activation(model_yaml, activation, out, relu_layers)
