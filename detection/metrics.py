@@ -72,9 +72,7 @@ def count_accuracy(pred_counts: Sequence[int], true_counts: Sequence[int]) -> fl
         raise ValueError("counts cannot be negative")
     if p.size == 0:
         return float("nan")
-    safe_t = np.where(t > 0, t, 1.0)
-    per_image = np.where(t > 0, np.clip(1.0 - np.abs(p - t) / safe_t, 0.0, None), (p == 0).astype(np.float64))
-    return float(per_image.mean())
+    return float(_per_image_count_accuracy(p, t).mean())
 
 
 @dataclass(frozen=True)
@@ -125,3 +123,78 @@ def score_detections(
         f1=f1,
         count_accuracy=count_accuracy(pred_counts, true_counts),
     )
+
+
+#: Columns of the per-image tallies that :func:`paired_bootstrap` takes: matched, unmatched predictions, unmatched
+#: truths, predicted count, true count.
+TALLY_COLUMNS = ("tp", "fp", "fn", "n_pred", "n_true")
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Detector B minus detector A on the same images, with a percentile bootstrap interval (images resampled)."""
+
+    n_images: int
+    draws: int
+    confidence: float
+    f1: float
+    f1_low: float
+    f1_high: float
+    count_accuracy: float
+    count_accuracy_low: float
+    count_accuracy_high: float
+
+
+def _pooled_f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """Pooled F1 = 2TP / (2TP + FP + FN) per row of summed tallies (0 where nothing was labelled or found)."""
+    denom = 2 * tp + fp + fn
+    return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), 0.0)
+
+
+def _per_image_count_accuracy(n_pred: np.ndarray, n_true: np.ndarray) -> np.ndarray:
+    safe = np.where(n_true > 0, n_true, 1)
+    return np.where(n_true > 0, np.clip(1.0 - np.abs(n_pred - n_true) / safe, 0.0, None),
+                    (n_pred == 0).astype(np.float64))
+
+
+def paired_bootstrap(tallies_a: np.ndarray, tallies_b: np.ndarray, *, draws: int = 2000, seed: int = 0,
+                     confidence: float = 0.95) -> PairedDifference:
+    """How sure is "B scores better (or worse) than A"? Both detectors ran on the same images; the images are drawn
+    with replacement ``draws`` times, the same draw for both, and the differences B - A of the pooled F1 (as
+    :func:`score_detections`) and of the count accuracy (as :func:`count_accuracy`) are taken on each draw.
+
+    tallies_a, tallies_b: int arrays (n_images, 5) in the order of :data:`TALLY_COLUMNS`, one row per image, the
+    rows of both in the same image order. Returns the differences on the images as they are and the central
+    ``confidence`` percentile interval over the draws: an interval that holds 0 means the images do not tell the two
+    apart. The draws are seeded, so a rerun prints the same interval. Raises ValueError on shapes that do not match,
+    no image, a true count that differs between the two, draws < 1 or a confidence outside (0, 1).
+    """
+    a = np.asarray(tallies_a, dtype=np.float64)
+    b = np.asarray(tallies_b, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] != len(TALLY_COLUMNS) or a.shape != b.shape:
+        raise ValueError(f"need two (n_images, {len(TALLY_COLUMNS)}) tallies of the same images, got {a.shape} "
+                         f"and {b.shape}")
+    if len(a) == 0:
+        raise ValueError("need at least one image")
+    if not np.array_equal(a[:, 4], b[:, 4]):
+        raise ValueError("the true counts differ: the tallies are not of the same images in the same order")
+    if draws < 1 or not 0.0 < confidence < 1.0:
+        raise ValueError(f"need draws >= 1 and a confidence in (0, 1), got {draws} and {confidence}")
+
+    def differences(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """idx (k, n): k resamplings of image indices -> (k,) differences of F1 and of count accuracy."""
+        sa, sb = a[idx].sum(axis=1), b[idx].sum(axis=1)
+        f1 = _pooled_f1(sb[:, 0], sb[:, 1], sb[:, 2]) - _pooled_f1(sa[:, 0], sa[:, 1], sa[:, 2])
+        per_image = _per_image_count_accuracy(b[:, 3], b[:, 4]) - _per_image_count_accuracy(a[:, 3], a[:, 4])
+        return f1, per_image[idx].mean(axis=1)
+
+    n = len(a)
+    f1_point, count_point = differences(np.arange(n)[None, :])
+    f1_draws, count_draws = differences(np.random.default_rng(seed).integers(0, n, size=(draws, n)))
+    tail = 100.0 * (1.0 - confidence) / 2.0
+    f1_lo, f1_hi = np.percentile(f1_draws, [tail, 100.0 - tail])
+    c_lo, c_hi = np.percentile(count_draws, [tail, 100.0 - tail])
+    return PairedDifference(n_images=n, draws=draws, confidence=confidence,
+                            f1=float(f1_point[0]), f1_low=float(f1_lo), f1_high=float(f1_hi),
+                            count_accuracy=float(count_point[0]), count_accuracy_low=float(c_lo),
+                            count_accuracy_high=float(c_hi))

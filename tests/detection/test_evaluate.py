@@ -1,5 +1,6 @@
 """detection.evaluate: rendered sets under another blur rule, --conf, the sizing-bias column, recall by labelled
-size, and real_frames (labelled tiles put back together into their frames)."""
+size, real_frames (labelled tiles put back together into their frames), several models in one run and the paired
+bootstrap between rows."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,8 @@ from PIL import Image
 from analysis.onnx_adapter import HybridDetector, load_onnx_detector_from_bytes
 from analysis.pipeline import make_detector
 from detection.evaluate import (
-    LabelledImage, evaluate, format_size_row, main, real_frames, real_set, recall_by_size, synthetic_set, with_conf,
+    LabelledImage, compare, evaluate, format_size_row, main, real_frames, real_set, recall_by_size, synthetic_set,
+    with_conf,
 )
 from detection.synthetic import render_image
 from tests.detection.onnx_fixtures import conv_head_model
@@ -230,3 +232,51 @@ def test_the_command_line_refuses_conf_for_the_classical_detector(capsys):
         main(["--detector", "classical", "--conf", "0.3", "--synthetic", "0"])
     assert e.value.code == 2
     assert "--conf applies to a model's detector" in capsys.readouterr().err
+
+
+def test_the_per_image_tallies_add_up_to_the_pooled_scores():
+    items = list(synthetic_set(3, seed=700_020, difficulty="easy", size=(320, 256)))
+    report = evaluate(make_detector("classical"), items, set_name="s", iou_threshold=0.5)
+    tallies = np.array(report.per_image)
+    assert tallies.shape == (3, 5)
+    tp, fp, fn, n_pred, n_true = tallies.sum(axis=0)
+    assert tp + fn == n_true == sum(len(i.boxes) for i in items) and tp + fp == n_pred
+    assert report.precision == pytest.approx(tp / (tp + fp)) and report.recall == pytest.approx(tp / (tp + fn))
+    assert list(tallies[:, 4]) == [len(i.boxes) for i in items]
+
+
+def test_compare_refuses_reports_of_other_images():
+    items = list(synthetic_set(2, seed=700_030, difficulty="easy", size=(160, 128)))
+    det = make_detector("classical")
+    one = evaluate(det, items, set_name="a", iou_threshold=0.5)
+    with pytest.raises(ValueError, match="not the same images"):
+        compare(one, evaluate(det, items[:1], set_name="a", iou_threshold=0.5), draws=10)
+    with pytest.raises(ValueError, match="not the same images"):
+        compare(one, evaluate(det, items, set_name="b", iou_threshold=0.5), draws=10)
+
+
+def test_the_command_line_compares_each_row_with_the_first(capsys):
+    """The same detector twice: one comparison line, a difference of exactly zero."""
+    assert main(["--detector", "classical", "--detector", "classical", "--synthetic", "2", "--difficulty", "easy",
+                 "--size", "160x128", "--real", "/nonexistent", "--bootstrap", "50"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "paired bootstrap" in line]
+    assert len(lines) == 1
+    assert "F1 +0.000 [+0.000, +0.000], count acc +0.000 [+0.000, +0.000]" in lines[0]
+    assert "over 2 images, 50 draws" in lines[0]
+    with pytest.raises(SystemExit):
+        main(["--detector", "classical", "--synthetic", "0", "--bootstrap", "-1"])
+    assert "--bootstrap needs" in capsys.readouterr().err
+
+
+def test_each_model_detector_runs_once_per_model_and_classical_once(tmp_path, capsys):
+    paths = []
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        paths.append(tmp_path / name / "model.onnx")
+        paths[-1].write_bytes(conv_head_model(imgsz=256, seed=len(paths)))
+    assert main(["--detector", "classical", "--detector", "onnx", "--model", str(paths[0]), "--model", str(paths[1]),
+                 "--synthetic", "1", "--difficulty", "easy", "--size", "160x128", "--real", "/nonexistent"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("synthetic-easy")]
+    assert len(rows) == 3
+    assert "classical" in rows[0] and "onnx:first" in rows[1] and "onnx:second" in rows[2]
