@@ -22,6 +22,7 @@
 #   ACTIVATION        detection.train's --activation: relu or silu [the model's own: silu for yolo11n]
 #   RELU_LAYERS       detection.train's --relu-layers, e.g. 0-8,23: ReLU in those layers only [none]
 #   DISTILL_FROM      detection.train's --distill-from: a teacher .pt (e.g. INIT_WEIGHTS itself with ACTIVATION=relu)
+#   LR0, WARMUP_EPOCHS  detection.train's --lr0 / --warmup-epochs (e.g. 0.0004 and 0 to continue a trained model)
 #   RENDER_WORKERS    render processes [all cores]        WORK         scratch folder [/tmp/cqc-device]
 # Wheels: when a folder .whl exists (ultralytics, ultralytics-thop, polars, polars-runtime-32; see the docs), they are
 # installed into $WORK/site first, without network or dependencies.
@@ -43,6 +44,8 @@ NEAR_OOF=${NEAR_OOF:-0}
 ACTIVATION=${ACTIVATION:-}
 RELU_LAYERS=${RELU_LAYERS:-}
 DISTILL_FROM=${DISTILL_FROM:-}
+LR0=${LR0:-}
+WARMUP_EPOCHS=${WARMUP_EPOCHS:-}
 RENDER_WORKERS=${RENDER_WORKERS:-$(nproc)}
 WORK=${WORK:-/tmp/cqc-device}
 
@@ -80,6 +83,8 @@ if [ -n "$INIT_WEIGHTS" ]; then init=(--init-weights "$INIT_WEIGHTS"); else init
 if [ -n "$ACTIVATION" ]; then init+=(--activation "$ACTIVATION"); fi
 if [ -n "$RELU_LAYERS" ]; then init+=(--relu-layers "$RELU_LAYERS"); fi
 if [ -n "$DISTILL_FROM" ]; then init+=(--distill-from "$DISTILL_FROM"); fi
+if [ -n "$LR0" ]; then init+=(--lr0 "$LR0"); fi
+if [ -n "$WARMUP_EPOCHS" ]; then init+=(--warmup-epochs "$WARMUP_EPOCHS"); fi
 "$PY" -m detection.train --data "$WORK/data/data.yaml" "${init[@]}" --imgsz "$TILE_PX" --epochs "$EPOCHS" \
     --batch "$BATCH" --workers "$LOADERS" --out "$WORK/runs/device" --data-seed "$DATA_SEED" --time-hours "$hours"
 

@@ -389,6 +389,8 @@ def train(
     activation: str | None = None,
     relu_layers: Sequence[int] | None = None,
     distill_from: Path | None = None,
+    lr0: float | None = None,
+    warmup_epochs: float | None = None,
     config_dir: Path = DEFAULT_CONFIG_DIR,
 ) -> dict[str, Any]:
     """Train (or resume) a YOLO detect model from scratch on ``data_yaml`` into the run folder ``out``.
@@ -406,6 +408,8 @@ def train(
     and exports keep them; not together with ``activation``. ``distill_from`` (a .pt) is a teacher: ultralytics'
     knowledge distillation (``distill_model``) adds a loss pulling the student's features at the head's inputs
     towards the teacher's, e.g. to bring a network with ReLU back to the SiLU network it was switched from.
+    ``lr0`` / ``warmup_epochs`` (:func:`schedule_kwargs`) set the learning rate and its warm-up, e.g. lower and
+    none to continue from a model that is already trained; None keeps ultralytics' choice.
     Returns the run record (also written to ``out/training.json``).
     Raises TrainingSetupError for bad data/options, a finished run given --resume, or an existing run without it.
     """
@@ -429,6 +433,9 @@ def train(
     if distill_from is not None and (resume or not Path(distill_from).is_file()):
         raise TrainingSetupError(f"--distill-from must name an existing .pt file and cannot go with --resume "
                                  f"(got {distill_from}).")
+    schedule = schedule_kwargs(lr0, warmup_epochs)
+    if schedule and resume:
+        raise TrainingSetupError("--lr0 and --warmup-epochs cannot go with --resume (the run keeps its own).")
     if init_weights is not None and (resume or not Path(init_weights).is_file()):
         raise TrainingSetupError(f"--init-weights must name an existing .pt file and cannot go with --resume "
                                  f"(got {init_weights}).")
@@ -472,6 +479,8 @@ def train(
             "activation": activation,
             "relu_layers": relu_layers,
             "distill_from": str(distill_from) if distill_from is not None else None,
+            "lr0": lr0,
+            "warmup_epochs": warmup_epochs,
             "data": {"yaml": str(data_yaml), "used_yaml": str(clean_yaml), "images": data["images"],
                      "seed": data_seed if data_seed is not None else data["seed"]},
         }
@@ -511,6 +520,7 @@ def train(
             kwargs["time"] = float(time_hours)
         if distill_from is not None:
             kwargs["distill_model"] = str(distill_from)
+        kwargs.update(schedule)
 
     record.update(run_dir=str(out), versions=_versions(), status="running")
     session: dict[str, Any] = {
@@ -551,6 +561,25 @@ def train(
     return record
 
 
+def schedule_kwargs(lr0: float | None, warmup_epochs: float | None) -> dict[str, Any]:
+    """ultralytics train arguments for a chosen learning rate and warm-up ({} when both are None).
+
+    ultralytics' default optimizer ('auto') picks its own learning rate and ignores ``lr0``, so a chosen ``lr0`` comes
+    with the optimizer 'auto' picks for runs of this size (AdamW, momentum 0.9) named explicitly. Raises
+    TrainingSetupError for ``lr0`` outside (0, 0.1] or ``warmup_epochs`` outside [0, 10].
+    """
+    out: dict[str, Any] = {}
+    if lr0 is not None:
+        if not 0.0 < lr0 <= 0.1:
+            raise TrainingSetupError(f"--lr0 must be in (0, 0.1], got {lr0}.")
+        out.update(optimizer="AdamW", lr0=float(lr0), momentum=0.9)
+    if warmup_epochs is not None:
+        if not 0.0 <= warmup_epochs <= 10.0:
+            raise TrainingSetupError(f"--warmup-epochs must be in [0, 10], got {warmup_epochs}.")
+        out["warmup_epochs"] = float(warmup_epochs)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m detection.train", description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, help="DIR/data.yaml in YOLO layout (not needed with --resume)")
@@ -574,6 +603,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "faster in INT8")
     p.add_argument("--distill-from", type=Path, default=None, metavar="TEACHER_PT",
                    help="knowledge distillation from this checkpoint (ultralytics' distill_model)")
+    p.add_argument("--lr0", type=float, default=None,
+                   help="learning rate (AdamW; default: ultralytics' automatic choice, 0.00167 for two classes)")
+    p.add_argument("--warmup-epochs", type=float, default=None,
+                   help="learning-rate warm-up (default: ultralytics' 3); 0 to continue from a trained model")
     p.add_argument("--relu-layers", default=None, metavar="SPEC",
                    help="ReLU in these layers only (e.g. 0-8: the backbone), the others keep their activation")
     return p
@@ -605,6 +638,8 @@ def main(argv: list[str] | None = None) -> int:
             activation=args.activation,
             relu_layers=parse_layers(args.relu_layers) if args.relu_layers else None,
             distill_from=args.distill_from,
+            lr0=args.lr0,
+            warmup_epochs=args.warmup_epochs,
         )
     except CrystalQCError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -237,6 +237,9 @@ def test_record_round_trip_and_errors(tmp_path):
         ({"relu_layers": [0, 1], "activation": "relu"}, "--relu-layers cannot go with"),
         ({"relu_layers": []}, "needs at least one layer"),
         ({"distill_from": Path("/nonexistent/teacher.pt")}, "--distill-from must name an existing"),
+        ({"lr0": 0.0}, "--lr0 must be in"),
+        ({"lr0": 0.5}, "--lr0 must be in"),
+        ({"warmup_epochs": -1.0}, "--warmup-epochs must be in"),
     ],
 )
 def test_train_refuses_bad_options_before_importing_ultralytics(tmp_path, kwargs, message):
@@ -253,6 +256,24 @@ def test_train_refuses_a_new_activation_for_a_resumed_run(tmp_path):
         tr.train(tmp_path / "data.yaml", out=tmp_path / "run", config_dir=tmp_path / ".yolo", resume=True,
                  activation="relu")
     assert "ultralytics" not in sys.modules
+
+
+def test_train_refuses_a_new_schedule_for_a_resumed_run(tmp_path):
+    (tmp_path / "run" / "weights").mkdir(parents=True)
+    (tmp_path / "run" / "weights" / "last.pt").write_bytes(b"x")
+    with pytest.raises(tr.TrainingSetupError, match="--lr0 and --warmup-epochs cannot go with --resume"):
+        tr.train(tmp_path / "data.yaml", out=tmp_path / "run", config_dir=tmp_path / ".yolo", resume=True, lr0=1e-4)
+    assert "ultralytics" not in sys.modules
+
+
+def test_schedule_kwargs_name_the_optimizer_with_a_learning_rate():
+    """'auto' would ignore lr0: a chosen rate comes with AdamW named; the warm-up alone changes nothing else."""
+    assert tr.schedule_kwargs(None, None) == {}
+    assert tr.schedule_kwargs(4e-4, None) == {"optimizer": "AdamW", "lr0": 4e-4, "momentum": 0.9}
+    assert tr.schedule_kwargs(None, 0) == {"warmup_epochs": 0.0}
+    assert tr.schedule_kwargs(1e-3, 0.5) == {"optimizer": "AdamW", "lr0": 1e-3, "momentum": 0.9, "warmup_epochs": 0.5}
+    args = tr.build_parser().parse_args(["--out", "x", "--lr0", "0.0004", "--warmup-epochs", "0"])
+    assert (args.lr0, args.warmup_epochs) == (0.0004, 0.0)
 
 
 def test_activation_choices_are_model_yaml_entries():
