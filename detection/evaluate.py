@@ -328,9 +328,9 @@ def compare(base: EvalReport, other: EvalReport, *, draws: int, seed: int = 0) -
 
 def format_comparison(base: EvalReport, other: EvalReport, d: PairedDifference) -> str:
     """One line: ``other - base`` F1 and count accuracy with their intervals, e.g.
-    ``  onnx:b 2.0 - onnx:a 1.0: F1 -0.008 [-0.021, +0.004], count acc +0.012 [-0.010, +0.031] (28 images, ...)``."""
+    ``  real: onnx:b 2.0 - onnx:a 1.0: F1 -0.008 [-0.021, +0.004], count acc +0.012 [-0.010, +0.031] (28 images, ...)``."""
     pct = f"{100 * d.confidence:g} %"
-    return (f"  {other.detector} - {base.detector}: F1 {d.f1:+.3f} [{d.f1_low:+.3f}, {d.f1_high:+.3f}], "
+    return (f"  {other.set_name}: {other.detector} - {base.detector}: F1 {d.f1:+.3f} [{d.f1_low:+.3f}, {d.f1_high:+.3f}], "
             f"count acc {d.count_accuracy:+.3f} [{d.count_accuracy_low:+.3f}, {d.count_accuracy_high:+.3f}] "
             f"({pct} paired bootstrap over {d.n_images} images, {d.draws} draws)")
 

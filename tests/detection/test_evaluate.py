@@ -264,6 +264,7 @@ def test_the_command_line_compares_each_row_with_the_first(capsys):
     assert len(lines) == 1
     assert "F1 +0.000 [+0.000, +0.000], count acc +0.000 [+0.000, +0.000]" in lines[0]
     assert "over 2 images, 50 draws" in lines[0]
+    assert lines[0].startswith("  synthetic-easy: classical - classical: ")
     with pytest.raises(SystemExit):
         main(["--detector", "classical", "--synthetic", "0", "--bootstrap", "-1"])
     assert "--bootstrap needs" in capsys.readouterr().err
