@@ -46,7 +46,9 @@ import numpy as np
 
 from analysis.pipeline import DETECTOR_CHOICES, AnalysisOptions, Detector, analyze_bytes, make_detector
 from analysis.records import COUNTED_CLASSES, ImageResult
-from detection.metrics import PairedDifference, box_iou, match_boxes, paired_bootstrap, score_detections
+from detection.metrics import (
+    TALLY_COLUMNS, PairedDifference, box_iou, match_boxes, paired_bootstrap, score_detections,
+)
 
 #: Seeds at or above this are never used for training data (documented in the README's training section).
 HELD_OUT_SEED_BASE = 900_000
@@ -317,20 +319,23 @@ def format_row(r: EvalReport) -> str:
 
 
 def compare(base: EvalReport, other: EvalReport, *, draws: int, seed: int = 0) -> PairedDifference:
-    """``other`` minus ``base`` on the same images, with bootstrap intervals (:func:`detection.metrics.paired_bootstrap`).
-    Raises ValueError when the two reports are not of the same images."""
+    """``other`` minus ``base`` on the same images, with bootstrap intervals
+    (:func:`detection.metrics.paired_bootstrap`). Raises ValueError when the two reports are not of the same images."""
     if base.set_name != other.set_name or base.n_images != other.n_images:
         raise ValueError(f"{base.set_name} ({base.n_images} images) and {other.set_name} ({other.n_images}) are not "
                          "the same images")
-    return paired_bootstrap(np.array(base.per_image, np.int64).reshape(-1, 5),
-                            np.array(other.per_image, np.int64).reshape(-1, 5), draws=draws, seed=seed)
+    cols = len(TALLY_COLUMNS)
+    return paired_bootstrap(np.array(base.per_image, np.int64).reshape(-1, cols),
+                            np.array(other.per_image, np.int64).reshape(-1, cols), draws=draws, seed=seed)
 
 
 def format_comparison(base: EvalReport, other: EvalReport, d: PairedDifference) -> str:
-    """One line: ``other - base`` F1 and count accuracy with their intervals, e.g.
-    ``  real: onnx:b 2.0 - onnx:a 1.0: F1 -0.008 [-0.021, +0.004], count acc +0.012 [-0.010, +0.031] (28 images, ...)``."""
+    """One line: ``other - base`` F1 and count accuracy with their intervals, e.g. ``  real: onnx:b 2.0 - onnx:a
+    1.0: F1 -0.008 [-0.021, +0.004], count acc +0.012 [-0.010, +0.031] (95 % paired bootstrap over 28 images, ...)``.
+    """
     pct = f"{100 * d.confidence:g} %"
-    return (f"  {other.set_name}: {other.detector} - {base.detector}: F1 {d.f1:+.3f} [{d.f1_low:+.3f}, {d.f1_high:+.3f}], "
+    return (f"  {other.set_name}: {other.detector} - {base.detector}: "
+            f"F1 {d.f1:+.3f} [{d.f1_low:+.3f}, {d.f1_high:+.3f}], "
             f"count acc {d.count_accuracy:+.3f} [{d.count_accuracy_low:+.3f}, {d.count_accuracy_high:+.3f}] "
             f"({pct} paired bootstrap over {d.n_images} images, {d.draws} draws)")
 

@@ -108,7 +108,8 @@ def test_paired_bootstrap_of_a_detector_against_itself_is_exactly_zero():
 def test_paired_bootstrap_known_answer_on_two_images():
     """A misses 2 and finds 2 extra on image 1; B finds image 1 exactly; both find half of image 2.
     Pooled F1: A = 26 / 35, B = 30 / 35; count accuracy: both 1.0 and 0.5. Any draw of images gives B - A in
-    [0, 0.2] for F1 (0.2 when image 1 is drawn twice: 32 / 40 against 1, 0 when image 2 is) and exactly 0 for the count accuracy."""
+    [0, 0.2] for F1 (0.2 when image 1 is drawn twice: 32 / 40 against 1, 0 when image 2 is) and exactly 0 for the
+    count accuracy."""
     a = _tallies([[8, 2, 2, 10, 10], [5, 0, 5, 5, 10]])
     b = _tallies([[10, 0, 0, 10, 10], [5, 0, 5, 5, 10]])
     d = paired_bootstrap(a, b, draws=500, seed=3)
