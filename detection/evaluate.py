@@ -47,7 +47,7 @@ import numpy as np
 from analysis.pipeline import DETECTOR_CHOICES, AnalysisOptions, Detector, analyze_bytes, make_detector
 from analysis.records import COUNTED_CLASSES, ImageResult
 from detection.metrics import (
-    TALLY_COLUMNS, PairedDifference, box_iou, match_boxes, paired_bootstrap, score_detections,
+    TALLY_COLUMNS, PairedDifference, box_iou, match_boxes, paired_bootstrap, scores_from_tallies, tally_row,
 )
 
 #: Seeds at or above this are never used for training data (documented in the README's training section).
@@ -264,7 +264,7 @@ def evaluate(detector: Detector, items: Sequence[LabelledImage], *, set_name: st
     score_classes: whether the truth distinguishes crystals from agglomerates (False for the real tiles).
     """
     options = options or AnalysisOptions(include_border=True)
-    preds, pred_scored, truths, seconds = [], [], [], []
+    pred_scored, truths, seconds = [], [], []
     class_hits = class_total = 0
     d50_errors, size_ratios = [], []
     label_ecd, label_found = [], []
@@ -276,11 +276,10 @@ def evaluate(detector: Detector, items: Sequence[LabelledImage], *, set_name: st
         kept = _counted(result)
         boxes = particle_boxes(kept)
         scores = np.array([p.confidence for p in kept], float)
-        preds.append(boxes)
         pred_scored.append((boxes, scores))
         truths.append(item.boxes)
         pi, ti = match_boxes(boxes, item.boxes, iou_threshold=iou_threshold)
-        tallies.append((len(pi), len(boxes) - len(pi), len(item.boxes) - len(pi), len(boxes), len(item.boxes)))
+        tallies.append(tally_row(len(pi), len(boxes), len(item.boxes)))
         if score_classes:
             class_hits += sum(kept[a].class_name == item.classes[b] for a, b in zip(pi, ti))
             class_total += len(pi)
@@ -293,7 +292,7 @@ def evaluate(detector: Detector, items: Sequence[LabelledImage], *, set_name: st
             d50_true = float(np.percentile(item.ecd_px, 50))
             d50_pred = float(np.percentile([p.ecd_px for p in kept], 50))
             d50_errors.append(abs(d50_pred - d50_true) / d50_true)
-    scores_ = score_detections(preds, truths, iou_threshold=iou_threshold)
+    scores_ = scores_from_tallies(tallies)  # the matches above, not matched again
     return EvalReport(
         detector=detector.label, set_name=set_name, n_images=len(truths), iou_threshold=iou_threshold,
         count_accuracy=scores_.count_accuracy, precision=scores_.precision, recall=scores_.recall, f1=scores_.f1,

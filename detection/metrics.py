@@ -75,6 +75,12 @@ def count_accuracy(pred_counts: Sequence[int], true_counts: Sequence[int]) -> fl
     return float(_per_image_count_accuracy(p, t).mean())
 
 
+#: Columns of the per-image tallies (:func:`tally_row`; :func:`scores_from_tallies` and
+#: :func:`paired_bootstrap` take them): matched, unmatched predictions, unmatched
+#: truths, predicted count, true count.
+TALLY_COLUMNS = ("tp", "fp", "fn", "n_pred", "n_true")
+
+
 @dataclass(frozen=True)
 class DetectionScores:
     """Pooled detection scores over a set of images (precision/recall/F1 are 0 when undefined)."""
@@ -100,34 +106,30 @@ def score_detections(
         raise ValueError(
             f"need predictions for every image: got {len(per_image_pred)} predicted and {len(per_image_true)} true"
         )
-    tp = fp = fn = 0
-    pred_counts, true_counts = [], []
+    tallies = []
     for pred, true in zip(per_image_pred, per_image_true):
         p = _as_boxes(pred, "pred")
         t = _as_boxes(true, "true")
         pi, _ = match_boxes(p, t, iou_threshold=iou_threshold)
-        tp += len(pi)
-        fp += len(p) - len(pi)
-        fn += len(t) - len(pi)
-        pred_counts.append(len(p))
-        true_counts.append(len(t))
+        tallies.append(tally_row(len(pi), len(p), len(t)))
+    return scores_from_tallies(tallies)
+
+
+def tally_row(n_matched: int, n_pred: int, n_true: int) -> tuple[int, int, int, int, int]:
+    """One image's row of :data:`TALLY_COLUMNS`: ``(tp, fp, fn, n_pred, n_true)`` from its one-to-one matches."""
+    return n_matched, n_pred - n_matched, n_true - n_matched, n_pred, n_true
+
+
+def scores_from_tallies(tallies) -> DetectionScores:
+    """Pooled scores from per-image rows of :data:`TALLY_COLUMNS` (as :func:`score_detections`, without matching
+    again)."""
+    rows = np.asarray(tallies, dtype=np.int64).reshape(-1, len(TALLY_COLUMNS))
+    tp, fp, fn = (int(v) for v in rows[:, :3].sum(axis=0))
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return DetectionScores(
-        tp=tp,
-        fp=fp,
-        fn=fn,
-        precision=precision,
-        recall=recall,
-        f1=f1,
-        count_accuracy=count_accuracy(pred_counts, true_counts),
-    )
-
-
-#: Columns of the per-image tallies that :func:`paired_bootstrap` takes: matched, unmatched predictions, unmatched
-#: truths, predicted count, true count.
-TALLY_COLUMNS = ("tp", "fp", "fn", "n_pred", "n_true")
+    return DetectionScores(tp=tp, fp=fp, fn=fn, precision=precision, recall=recall, f1=f1,
+                           count_accuracy=count_accuracy(rows[:, 3], rows[:, 4]))
 
 
 @dataclass(frozen=True)
