@@ -56,13 +56,15 @@ HELD_OUT_SEED_BASE = 900_000
 
 @dataclass(frozen=True, eq=False)
 class LabelledImage:
-    """One evaluation image: encoded bytes and its counted truth objects."""
+    """One evaluation image: encoded bytes and its counted truth objects; ``options``: how to analyse this image
+    (e.g. with the calibration profile it was analysed with in the plant), None for the evaluation's own."""
 
     name: str
     data: bytes
     boxes: np.ndarray  # float (N, 4) xyxy
     classes: tuple[str, ...]  # 'crystal' / 'agglomerate'
     ecd_px: np.ndarray  # (N,)
+    options: AnalysisOptions | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,16 @@ def _counted(result: ImageResult):
     return [p for p in result.particles if p.excluded_reason is None and p.class_name in COUNTED_CLASSES]
 
 
+def labelled_from_result(name: str, data: bytes, result: ImageResult, *,
+                         options: AnalysisOptions | None = None) -> LabelledImage:
+    """A labelled image whose truth is a result (e.g. one a technician corrected): its objects as :func:`evaluate`
+    scores predictions (not excluded, of a counted class; border-touching ones included, as ``analysis.labels``
+    labels them). ``data``: the image file the result was made from."""
+    kept = _counted(result)
+    return LabelledImage(name=name, data=data, boxes=particle_boxes(kept), classes=tuple(p.class_name for p in kept),
+                         ecd_px=np.array([p.ecd_px for p in kept], float), options=options)
+
+
 def particle_boxes(particles: Sequence) -> np.ndarray:
     """Float (N, 4) xyxy boxes of particles (anything with x_min / y_min / x_max / y_max), as the truth boxes."""
     return np.array([[p.x_min, p.y_min, p.x_max, p.y_max] for p in particles], float).reshape(-1, 4)
@@ -259,7 +271,8 @@ def average_precision(preds: Sequence[tuple[np.ndarray, np.ndarray]], truths: Se
 
 def evaluate(detector: Detector, items: Sequence[LabelledImage], *, set_name: str, iou_threshold: float,
              score_classes: bool = True, options: AnalysisOptions | None = None) -> EvalReport:
-    """Run the full pipeline (clean, detect, exclude, measure) on every image and score it.
+    """Run the full pipeline (clean, detect, exclude, measure) on every image and score it; an image with its own
+    ``options`` is analysed with those, the others with ``options``.
 
     score_classes: whether the truth distinguishes crystals from agglomerates (False for the real tiles).
     """
@@ -271,7 +284,8 @@ def evaluate(detector: Detector, items: Sequence[LabelledImage], *, set_name: st
     tallies = []
     for item in items:
         t0 = time.perf_counter()
-        result = analyze_bytes(item.data, name=item.name, detector=detector, options=options, keep_cleaned=False)
+        result = analyze_bytes(item.data, name=item.name, detector=detector, options=item.options or options,
+                               keep_cleaned=False)
         seconds.append(time.perf_counter() - t0)
         kept = _counted(result)
         boxes = particle_boxes(kept)

@@ -16,17 +16,35 @@ IMPORTED = "models_imported"  # entry name of the package imported in this sessi
 MESSAGE = "models_message"
 
 
+ROW_COLUMNS = ["model", "detector", "images", "count accuracy", "F1", "D50 error", models.SIZE_KEY, "s / image"]
+
+
 def _acceptance_table(acceptance: dict) -> None:
-    rows = acceptance.get("rows", [])
-    # reports stored before the sizing column existed show it empty
-    st.dataframe(pd.DataFrame(rows, columns=["model", "detector", "images", "count accuracy", "F1", "D50 error",
-                                             models.SIZE_KEY, "s / image"]), hide_index=True, width="stretch")
+    # reports stored before the sizing column (or the plant images) existed show it empty (or leave it out)
+    st.markdown("Golden set (rendered micrographs):")
+    st.dataframe(pd.DataFrame(acceptance.get("rows", []), columns=ROW_COLUMNS), hide_index=True, width="stretch")
+    plant = acceptance.get("plant")
+    if plant is not None:
+        _plant_section(plant)
     worse = acceptance.get("worse", [])
     if worse:
         st.warning(f"The candidate is worse than the current model on: {', '.join(worse)}. Activate it only if you"
                    " have a reason to.")
     else:
-        st.success("The candidate is at least as good as the current model on the golden set.")
+        st.success("The candidate is at least as good as the current model on the golden set"
+                   + (" and on this plant's corrected images." if plant and plant.get("rows") else "."))
+
+
+def _plant_section(plant: dict) -> None:
+    """The plant's corrected analyses: both models' rows, the paired difference, and where the labels came from."""
+    st.markdown(f"This plant's corrected analyses ({models.plant_summary(plant)}):")
+    if not plant.get("rows"):
+        st.info(f"At least {models.PLANT_MIN_IMAGES} corrected analyses are needed to compare the models on this "
+                "plant's own images. Correct a few results on the Review screen (delete false detections, add missed"
+                " crystals) and import the package again.")
+        return
+    st.dataframe(pd.DataFrame(plant["rows"], columns=ROW_COLUMNS), hide_index=True, width="stretch")
+    st.caption(models.plant_difference_text(plant))
 
 
 def _model_card(entry: models.ModelEntry | None) -> None:
@@ -95,10 +113,11 @@ if upload is not None and st.button("Check and import", key="import_package"):
     try:
         with st.spinner("Checking the signature, the model and a first run in the sandbox…"):
             vp = models.check_package(vault, data)
-        with st.spinner("Acceptance test on the golden set…"):
+        with st.spinner("Acceptance test on the golden set and this plant's corrected analyses…"):
             candidate = models.detector_from_bytes(vp.model_bytes, name=vp.manifest.name,
                                                    version=vp.manifest.version)
-            acceptance = models.acceptance_test(candidate, active_detector(vault, models.active_model(vault)))
+            acceptance = models.acceptance_test(candidate, active_detector(vault, models.active_model(vault)),
+                                                plant=models.plant_set(vault))
         entry = models.store_package(vault, data, vp, acceptance, user=vault.user)
         st.session_state[IMPORTED] = entry.entry
     except (CrystalQCError, OSError) as e:

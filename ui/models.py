@@ -9,6 +9,9 @@ Analyze screen call it. Vault entries:
   meta = manifest summary + the acceptance report. Versions are never deleted, so rollback can always go back.
 * ``models/active.json`` (kind ``settings``): ``{"active": entry name or null, "history": [previous, ...]}``.
 
+The acceptance test (:func:`acceptance_test`) compares the candidate with the current model on rendered golden
+images and, when technicians have corrected enough analyses, on the plant's own images (:func:`plant_set`).
+
 Audit events: ``trusted_key_added``, ``trusted_key_removed``, ``model_import``, ``model_activation``. Raises ModelPackageError (bad package,
 key or stored model) and the vault's errors; every message is safe to show.
 """
@@ -26,7 +29,9 @@ from typing import Any
 
 from analysis.errors import ModelPackageError
 from analysis.pipeline import AUTO_WITH_MODEL, Detector
-from detection.evaluate import HELD_OUT_SEED_BASE, EvalReport, LabelledImage, evaluate, synthetic_set
+from detection.evaluate import (
+    HELD_OUT_SEED_BASE, EvalReport, LabelledImage, compare, evaluate, labelled_from_result, synthetic_set,
+)
 from detection.package import (
     ValidatedPackage, first_inference, fingerprint, format_fingerprint, load_trusted_keys, public_key_pem,
     public_key_raw, unpack, validate_package,
@@ -53,6 +58,20 @@ SIZE_KEY = "size found / labelled"
 #: every D-value by about as much, more than a lot-to-lot difference a QC lead would act on.
 SIZE_WORSE_BY = 0.03
 SANDBOX_TIMEOUT_S = 60
+#: The plant's own corrected analyses in the acceptance test (:func:`plant_set`): at most this many, newest first
+#: (each is analysed by both models: about 2 x 30 x 0.2-1 s on a 2-core PC).
+PLANT_MAX_IMAGES = 30
+#: With fewer corrected analyses than this there is no comparison on plant images: an interval over 3 or 4 images
+#: says little, and a QC lead would read a difference there as a finding.
+PLANT_MIN_IMAGES = 5
+#: Bootstrap draws of the paired interval on the plant images (detection.metrics.paired_bootstrap).
+PLANT_BOOTSTRAP_DRAWS = 2000
+#: Name of the plant-image check in an acceptance report's ``worse`` list.
+PLANT_WORSE = "plant images"
+#: Box matching on the plant images: IoU 0.3, as on the real development tiles (detection.evaluate's --real-iou).
+#: Their labels are a model's outlines corrected by hand, so the model that made them matches its own boxes
+#: exactly; a looser match keeps a candidate's slightly different outline of the same crystal from counting as a miss.
+PLANT_IOU = 0.3
 
 
 @dataclass(frozen=True)
@@ -229,6 +248,56 @@ def golden_set() -> list[LabelledImage]:
     return list(synthetic_set(GOLDEN_IMAGES, seed=GOLDEN_SEED, difficulty=GOLDEN_DIFFICULTY, size=GOLDEN_SIZE))
 
 
+@dataclass(frozen=True, eq=False)
+class PlantSet:
+    """The plant's corrected analyses as labelled images (:func:`plant_set`). ``analysed_by``: how many of them
+    each detector first analysed (their labels are its result, corrected by hand); ``left_out``: corrected analyses
+    not used, with the reason ("original deleted", "profile removed", "unreadable")."""
+
+    items: tuple[LabelledImage, ...]
+    analysed_by: Mapping[str, int]
+    left_out: Mapping[str, int]
+
+
+def plant_set(vault: Vault, *, limit: int = PLANT_MAX_IMAGES) -> PlantSet:
+    """The plant's own labelled images: the newest ``limit`` valid analyses that a technician corrected on the
+    Review screen (at least one edit), each with the original image (decrypted in memory only) and its corrected
+    result as the truth (:func:`detection.evaluate.labelled_from_result`), analysed with the current settings and the
+    calibration profile it was analysed with (its analysis scale changes what a model sees). An analysis whose
+    original was deleted, whose profile no longer exists or whose record cannot be read is left out and counted."""
+    # imported here: ui.analyses / ui.settings are only needed when a vault holds analyses to read
+    from analysis.errors import CrystalQCError
+    from ui.analyses import list_analyses, load_analysis, read_original
+    from ui.settings import analysis_options, load_settings
+
+    settings = load_settings(vault)
+    items: list[LabelledImage] = []
+    analysed_by: dict[str, int] = {}
+    left_out: dict[str, int] = {}
+    for info in list_analyses(vault):
+        if len(items) >= limit:
+            break
+        if info.n_edits < 1 or not info.valid:
+            continue
+        try:
+            options = analysis_options(settings, profile=info.profile)
+        except CrystalQCError:  # SettingsError: the profile was removed, so its analysis scale is unknown
+            left_out["profile removed"] = left_out.get("profile removed", 0) + 1
+            continue
+        try:
+            stored = load_analysis(vault, info.analysis_id, with_cleaned=False)
+            data = read_original(vault, info)
+        except EntryNotFoundError:
+            left_out["original deleted"] = left_out.get("original deleted", 0) + 1
+            continue
+        except CrystalQCError:  # ArchiveFormatError, VaultCorruptedError: a damaged record
+            left_out["unreadable"] = left_out.get("unreadable", 0) + 1
+            continue
+        items.append(labelled_from_result(info.image_name, data, stored.result, options=options))
+        analysed_by[info.detector] = analysed_by.get(info.detector, 0) + 1
+    return PlantSet(items=tuple(items), analysed_by=analysed_by, left_out=left_out)
+
+
 def _finite(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), 4)
 
@@ -241,11 +310,18 @@ def report_row(role: str, r: EvalReport) -> dict:
 
 
 def acceptance_test(candidate: Detector, current: Detector, *,
-                    items: Sequence[LabelledImage] | None = None) -> dict:
-    """Candidate vs the current model on the golden set. Returns ``{"rows": [candidate, current], "worse": [...]}``
-    where ``worse`` names the metrics on which the candidate is more than :data:`WORSE_BY` below the current one, and
+                    items: Sequence[LabelledImage] | None = None, plant: PlantSet | None = None) -> dict:
+    """Candidate vs the current model on the golden set, and on the plant's own corrected analyses when ``plant``
+    holds at least :data:`PLANT_MIN_IMAGES` of them.
+
+    Returns ``{"rows": [candidate, current], "worse": [...], "golden": {...}, "plant": {...}}`` where ``worse`` names
+    the metrics on which the candidate is more than :data:`WORSE_BY` below the current one on the golden set,
     ``sizing`` when the crystals it finds measure further from their labels than the current model's by more than
-    :data:`SIZE_WORSE_BY` (median found / labelled ECD of matched crystals, ``detection.evaluate``)."""
+    :data:`SIZE_WORSE_BY` (median found / labelled ECD of matched crystals, ``detection.evaluate``), and
+    :data:`PLANT_WORSE` when on the plant images its F1 or count accuracy is lower beyond the luck of those images
+    (the 95 % paired bootstrap interval of the difference lies below 0). ``plant``: ``{"images", "rows",
+    "difference", "analysed_by", "left_out"}`` (``rows`` and ``difference`` only with enough images); JSON-safe.
+    """
     items = golden_set() if items is None else list(items)
     try:
         cand = evaluate(candidate, items, set_name="golden", iou_threshold=0.5)
@@ -258,7 +334,58 @@ def acceptance_test(candidate: Detector, current: Detector, *,
     cand_size, cur_size = rows[0][SIZE_KEY], rows[1][SIZE_KEY]
     if cand_size is not None and cur_size is not None and abs(cand_size - 1) > abs(cur_size - 1) + SIZE_WORSE_BY:
         worse.append("sizing")
-    return {"rows": rows, "worse": worse, "golden": {"images": len(items), "seed": GOLDEN_SEED}}
+    report = {"rows": rows, "worse": worse, "golden": {"images": len(items), "seed": GOLDEN_SEED}}
+    if plant is not None:
+        report["plant"] = _plant_comparison(candidate, current, plant, worse)
+    return report
+
+
+def plant_summary(plant: Mapping[str, Any]) -> str:
+    """One line on a report's plant images: how many, which detector made their labels, what was left out."""
+    n = int(plant.get("images", 0))
+    text = f"{n} image{'s' if n != 1 else ''}"
+    made = plant.get("analysed_by") or {}
+    if made:
+        text += "; labels from " + ", ".join(f"{k} ({v})" for k, v in sorted(made.items()))
+    left = plant.get("left_out") or {}
+    if left:
+        text += f"; {sum(left.values())} left out: " + ", ".join(f"{k} {v}" for k, v in sorted(left.items()))
+    return text
+
+
+def plant_difference_text(plant: Mapping[str, Any]) -> str:
+    """The paired difference of a report's plant rows in words ('' when the report has none)."""
+    d = plant.get("difference")
+    if not d:
+        return ""
+    (f_lo, f_hi), (c_lo, c_hi) = d["F1 interval"], d["count accuracy interval"]
+    return (f"Candidate minus current model: F1 {d['F1']:+.3f} [{f_lo:+.3f}, {f_hi:+.3f}], count accuracy "
+            f"{d['count accuracy']:+.3f} [{c_lo:+.3f}, {c_hi:+.3f}] ({100 * d['confidence']:g} % paired bootstrap "
+            f"interval over the {plant['images']} images). An interval that holds 0 is within the luck of these "
+            "images. The labels are a model's results corrected by hand: errors nobody corrected favour the model "
+            "that made them.")
+
+
+def _plant_comparison(candidate: Detector, current: Detector, plant: PlantSet, worse: list[str]) -> dict:
+    """The ``plant`` part of an acceptance report (:func:`acceptance_test`); appends to ``worse``."""
+    out: dict[str, Any] = {"images": len(plant.items), "analysed_by": dict(plant.analysed_by),
+                           "left_out": dict(plant.left_out)}
+    if len(plant.items) < PLANT_MIN_IMAGES:
+        return out
+    try:
+        cand = evaluate(candidate, plant.items, set_name="plant", iou_threshold=PLANT_IOU)
+    except (ValueError, RuntimeError) as e:
+        raise ModelPackageError(f"The model cannot analyse the plant's corrected images: {e}") from e
+    cur = evaluate(current, plant.items, set_name="plant", iou_threshold=PLANT_IOU)
+    d = compare(cur, cand, draws=PLANT_BOOTSTRAP_DRAWS)
+    out["rows"] = [report_row("candidate", cand), report_row("current", cur)]
+    out["difference"] = {"F1": round(d.f1, 4), "F1 interval": [round(d.f1_low, 4), round(d.f1_high, 4)],
+                         "count accuracy": round(d.count_accuracy, 4),
+                         "count accuracy interval": [round(d.count_accuracy_low, 4), round(d.count_accuracy_high, 4)],
+                         "confidence": d.confidence, "draws": d.draws}
+    if d.f1_high < 0 or d.count_accuracy_high < 0:
+        worse.append(PLANT_WORSE)
+    return out
 
 
 def store_package(vault: Vault, data: bytes, vp: ValidatedPackage, acceptance: Mapping[str, Any], *,

@@ -347,6 +347,7 @@ def test_command_line_intake_checks_stores_activates_and_rolls_back(recovery_key
     assert models_cli(base + ["import", str(good), "--activate"]) == 0
     out = capsys.readouterr().out
     assert "model=candidate" in out and "activated crystal-test 1.2.0" in out
+    assert "this plant's corrected analyses: 0 images" in out and "(no comparison: at least 5" in out
     with open_vault(vault_path) as vault:
         assert models.active_model(vault).version == "1.2.0"
     assert models_cli(base + ["import", str(good)]) == 1  # same version again: no rollback attack
@@ -354,6 +355,14 @@ def test_command_line_intake_checks_stores_activates_and_rolls_back(recovery_key
     with open_vault(vault_path) as vault:
         assert models.active_model(vault) is None
     assert [e.event for e in events(vault_path)].count("model_activation") == 2
+    with open_vault(vault_path) as vault:
+        _corrected_analyses(vault, models.PLANT_MIN_IMAGES)
+    newer = tmp_path / "newer.cqcpkg"
+    newer.write_bytes(package("1.3.0"))
+    assert models_cli(base + ["import", str(newer)]) == 0
+    out = capsys.readouterr().out
+    assert "this plant's corrected analyses: 5 images; labels from classical (5)" in out
+    assert out.count("model=candidate") == 2 and "Candidate minus current model: F1" in out
 
 
 def test_command_line_wrong_passphrase_is_a_usage_error(recovery_key, vault_path, monkeypatch, capsys):
@@ -409,3 +418,109 @@ def test_models_screen_reports_a_shipped_package_that_fails_its_check(app, monke
         assert "shipped model cannot be used" in texts(at.error) and "sha256" in texts(at.error)
     finally:
         ui.resources.get_detector.clear()
+
+
+# ------------------------------------------------------------------------------------------------ plant images
+_made = iter(range(1, 10_000))
+
+
+def _corrected_analyses(v, n: int, *, profile: str = "") -> list[str]:
+    """``n`` classical analyses of rectangle images (3-6 crystals, each image its own file), each corrected once on
+    the Review screen (its first particle deleted). Returns their ids."""
+    from analysis.pipeline import AnalysisOptions, ClassicalDetector, analyze_bytes
+    from tests.app.conftest import crystal_image, png_bytes
+    from ui.analyses import save_analysis
+    from ui.corrections import delete_particles
+
+    ids = []
+    for _ in range(n):
+        k = next(_made)
+        image = crystal_image(3 + k % 4)
+        image[0, 0] = k % 256  # one corner pixel: another file, another stored original
+        data = png_bytes(image)
+        result = analyze_bytes(data, name=f"lot{k}.png", detector=ClassicalDetector(), options=AnalysisOptions())
+        info = save_analysis(v, data, result, source="upload", user="tech", profile=profile)
+        delete_particles(v, info.analysis_id, [result.particles[0].particle_id], user="tech")
+        ids.append(info.analysis_id)
+    return ids
+
+
+def test_plant_set_takes_valid_corrected_analyses_with_the_corrected_truth(vault_path, recovery_key):
+    from analysis.pipeline import AnalysisOptions, ClassicalDetector, analyze_bytes
+    from tests.app.conftest import crystal_image, png_bytes
+    from ui.analyses import invalidate_analysis, load_analysis, save_analysis
+    from ui.settings import DEFAULTS, CalibrationProfile, add_profile, save_settings
+
+    with open_vault(vault_path) as v:
+        assert models.plant_set(v).items == ()  # an empty vault has none
+        save_settings(v, add_profile(DEFAULTS, CalibrationProfile("BX53 40x", 0.1625, analysis_scale=0.5)),
+                      user="lead")
+        corrected = _corrected_analyses(v, 2)
+        scaled = _corrected_analyses(v, 1, profile="BX53 40x")
+        data = png_bytes(crystal_image(5))
+        save_analysis(v, data, analyze_bytes(data, name="plain.png", detector=ClassicalDetector(),
+                                             options=AnalysisOptions()), source="upload", user="tech")
+        invalid = _corrected_analyses(v, 1)[0]
+        invalidate_analysis(v, invalid, reason="wrong slide", user="lead")
+        gone = _corrected_analyses(v, 1)[0]
+        v.delete(f"images/{load_analysis(v, gone).info.image_sha256}")
+        plant = models.plant_set(v)
+        # the uncorrected and the invalid analyses are not labels; the one without its original is left out
+        stored = {load_analysis(v, i).info.image_name: load_analysis(v, i).result for i in corrected + scaled}
+        assert sorted(i.name for i in plant.items) == sorted(stored)
+        assert plant.left_out == {"original deleted": 1} and plant.analysed_by == {"classical": 3}
+        for item in plant.items:
+            counted = [p for p in stored[item.name].particles if p.excluded_reason is None]
+            assert len(counted) >= 2 and len(item.boxes) == len(counted)  # the corrected result, one deleted
+            assert [tuple(b) for b in item.boxes] == [(p.x_min, p.y_min, p.x_max, p.y_max) for p in counted]
+        assert {i.name: i.options.scale for i in plant.items}[load_analysis(v, scaled[0]).info.image_name] == 0.5
+        assert sorted(i.options.scale for i in plant.items) == [0.5, 1.0, 1.0]
+        assert [i.name for i in models.plant_set(v, limit=2).items] == [i.name for i in plant.items[:2]]
+        # a removed profile: its analysis scale is unknown, so its analysis is left out
+        save_settings(v, DEFAULTS, user="lead")
+        assert models.plant_set(v).left_out == {"original deleted": 1, "profile removed": 1}
+
+
+def test_acceptance_compares_the_models_on_plant_images_with_a_paired_interval(vault_path, recovery_key):
+    golden = models.golden_set()
+    classical = make_detector("classical")
+    with open_vault(vault_path) as v:
+        _corrected_analyses(v, models.PLANT_MIN_IMAGES - 1)
+        few = models.plant_set(v)
+        report = models.acceptance_test(classical, classical, items=golden, plant=few)
+        assert report["plant"] == {"images": models.PLANT_MIN_IMAGES - 1, "analysed_by": {"classical": 4},
+                                   "left_out": {}}  # too few to compare: no rows, nothing flagged
+        assert report["worse"] == [] and models.plant_difference_text(report["plant"]) == ""
+        _corrected_analyses(v, 2)
+        plant = models.plant_set(v)
+    assert len(plant.items) == models.PLANT_MIN_IMAGES + 1
+    same = models.acceptance_test(classical, classical, items=golden, plant=plant)
+    rows = same["plant"]["rows"]
+    assert [r["model"] for r in rows] == ["candidate", "current"] and rows[0]["images"] == len(plant.items)
+    # the truth is classical's own result with one object deleted per image: recall 1, precision below 1
+    assert 0.7 < rows[0]["F1"] == rows[1]["F1"] < 1.0
+    assert same["plant"]["difference"]["F1"] == 0.0 and same["plant"]["difference"]["F1 interval"] == [0.0, 0.0]
+    assert models.PLANT_WORSE not in same["worse"]
+    blind = models.acceptance_test(_Blind(), classical, items=golden, plant=plant)
+    d = blind["plant"]["difference"]
+    assert blind["plant"]["rows"][0]["F1"] == 0.0 and d["F1"] < -0.7 and d["F1 interval"][1] < 0
+    assert d["count accuracy interval"][1] < 0 and d["draws"] == models.PLANT_BOOTSTRAP_DRAWS
+    assert models.PLANT_WORSE in blind["worse"]
+    text = models.plant_difference_text(blind["plant"])
+    assert f"F1 {d['F1']:+.3f} [{d['F1 interval'][0]:+.3f}, {d['F1 interval'][1]:+.3f}]" in text
+    assert models.plant_summary(blind["plant"]) == f"{len(plant.items)} images; labels from classical (6)"
+    json.dumps(blind)  # stored in the vault with the package: JSON-safe
+
+
+def test_models_screen_shows_the_plant_comparison(app, vault_path):
+    with open_vault(vault_path) as v:
+        _corrected_analyses(v, models.PLANT_MIN_IMAGES)
+    at = upload_package(models_page(app), package())
+    shown = texts(at.markdown) + texts(at.caption)
+    assert f"This plant's corrected analyses ({models.PLANT_MIN_IMAGES} images; labels from classical" in shown
+    assert "Candidate minus current model: F1" in shown and "paired bootstrap" in shown
+    assert len(at.dataframe) >= 2  # golden rows and plant rows
+    with open_vault(vault_path) as v:
+        entry = models.installed_models(v)[0]
+        assert entry.acceptance["plant"]["images"] == models.PLANT_MIN_IMAGES
+        assert [r["model"] for r in entry.acceptance["plant"]["rows"]] == ["candidate", "current"]

@@ -3,6 +3,7 @@ size, real_frames (labelled tiles put back together into their frames), several 
 bootstrap between rows."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
@@ -13,8 +14,8 @@ from PIL import Image
 from analysis.onnx_adapter import HybridDetector, load_onnx_detector_from_bytes
 from analysis.pipeline import make_detector
 from detection.evaluate import (
-    LabelledImage, compare, evaluate, format_size_row, main, real_frames, real_set, recall_by_size, synthetic_set,
-    with_conf,
+    LabelledImage, compare, evaluate, format_size_row, labelled_from_result, main, real_frames, real_set,
+    recall_by_size, synthetic_set, with_conf,
 )
 from detection.synthetic import render_image
 from tests.detection.onnx_fixtures import conv_head_model
@@ -281,3 +282,47 @@ def test_each_model_detector_runs_once_per_model_and_classical_once(tmp_path, ca
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("synthetic-easy")]
     assert len(rows) == 3
     assert "classical" in rows[0] and "onnx:first" in rows[1] and "onnx:second" in rows[2]
+
+
+def test_a_result_as_truth_keeps_its_counted_objects_border_ones_included():
+    from analysis.pipeline import AnalysisOptions, analyze_bytes
+
+    centres = [(60, 60), (200, 60), (330, 70), (80, 200), (14, 150)]  # the last touches the left border
+    data = _disks(30, centres)
+    result = analyze_bytes(data, name="disks.png", detector=make_detector("classical"), options=AnalysisOptions())
+    assert len(result.particles) == 5 and sum(p.on_border for p in result.particles) == 1
+    excluded = dataclasses.replace(result.particles[0], excluded_reason="dust")
+    renamed = dataclasses.replace(result.particles[1], class_name="mimic")
+    edited = dataclasses.replace(result, particles=(excluded, renamed) + result.particles[2:])
+    options = AnalysisOptions(scale=0.5)
+    item = labelled_from_result("disks.png", data, edited, options=options)
+    kept = result.particles[2:]
+    assert [tuple(b) for b in item.boxes] == [(p.x_min, p.y_min, p.x_max, p.y_max) for p in kept]
+    assert item.classes == tuple(p.class_name for p in kept) and list(item.ecd_px) == [p.ecd_px for p in kept]
+    assert item.data is data and item.options is options
+
+
+class _Sizes:
+    """A detector that finds nothing and notes the size of every image it is given."""
+
+    label = "sizes"
+
+    def __init__(self):
+        self.seen = []
+
+    def detect(self, image):
+        self.seen.append(image.shape)
+        return []
+
+
+def test_an_image_with_its_own_options_is_analysed_with_them():
+    from analysis.pipeline import AnalysisOptions
+
+    data = _disks(30, [(60, 60), (200, 60)])
+    plain = LabelledImage(name="a.png", data=data, boxes=np.zeros((0, 4)), classes=(), ecd_px=np.zeros(0))
+    halved = dataclasses.replace(plain, name="b.png", options=AnalysisOptions(scale=0.5, upscale_small=False))
+    detector = _Sizes()
+    evaluate(detector, [plain, halved], set_name="sizes", iou_threshold=0.5,
+             options=AnalysisOptions(upscale_small=False))
+    (h, w), (h2, w2) = detector.seen
+    assert (h2, w2) == (round(h * 0.5), round(w * 0.5))
