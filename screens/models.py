@@ -32,16 +32,16 @@ def _acceptance_table(acceptance: dict) -> None:
                    " have a reason to.")
     else:
         st.success("The candidate is at least as good as the current model on the golden set"
-                   + (" and on this plant's corrected images." if plant and plant.get("rows") else "."))
+                   + (" and on this plant's reviewed images." if plant and plant.get("rows") else "."))
 
 
 def _plant_section(plant: dict) -> None:
-    """The plant's corrected analyses: both models' rows, the paired difference, and where the labels came from."""
-    st.markdown(f"This plant's corrected analyses ({models.plant_summary(plant)}):")
+    """The plant's reviewed analyses: both models' rows, the paired difference, and where the labels came from."""
+    st.markdown(f"This plant's reviewed analyses ({models.plant_summary(plant)}):")
     if not plant.get("rows"):
-        st.info(f"At least {models.PLANT_MIN_IMAGES} corrected analyses are needed to compare the models on this "
-                "plant's own images. Correct a few results on the Review screen (delete false detections, add missed"
-                " crystals) and import the package again.")
+        st.info(f"At least {models.PLANT_MIN_IMAGES} reviewed analyses are needed to compare the models on this "
+                "plant's own images. Review a few results on the Review screen (correct them, or mark them checked "
+                "when they are right) and import the package again.")
         return
     st.dataframe(pd.DataFrame(plant["rows"], columns=ROW_COLUMNS), hide_index=True, width="stretch")
     st.caption(models.plant_difference_text(plant))
@@ -113,7 +113,7 @@ if upload is not None and st.button("Check and import", key="import_package"):
     try:
         with st.spinner("Checking the signature, the model and a first run in the sandbox…"):
             vp = models.check_package(vault, data)
-        with st.spinner("Acceptance test on the golden set and this plant's corrected analyses…"):
+        with st.spinner("Acceptance test on the golden set and this plant's reviewed analyses…"):
             candidate = models.detector_from_bytes(vp.model_bytes, name=vp.manifest.name,
                                                    version=vp.manifest.version)
             acceptance = models.acceptance_test(candidate, active_detector(vault, models.active_model(vault)),

@@ -12,7 +12,7 @@ import streamlit as st
 from analysis.errors import CrystalQCError
 from analysis.stats import summarize_particles
 from ui import session
-from ui.analyses import IMAGES_PREFIX, entry_name, list_analyses
+from ui.analyses import IMAGES_PREFIX, entry_name, list_analyses, set_checked
 from ui.corrections import (
     DETECTED_PART,
     EDITS_PART,
@@ -80,13 +80,27 @@ def _undo(analysis_id: str) -> None:
     _run(lambda vault, *, user: undo_last_edit(vault, analysis_id, user=user), "The last correction was undone.")
 
 
+def _check(analysis_id: str, checked: bool) -> None:
+    """Mark the analysis checked (its result is right) or remove the mark; problems become an error message."""
+    vault = session.current_vault()
+    if vault is None:
+        return
+    try:
+        set_checked(vault, analysis_id, checked=checked, user=vault.user)
+    except (CrystalQCError, ValueError, OSError) as e:
+        session.set_notice("error", f"Not changed: {e}")
+        return
+    _changed("Marked as checked: this result now counts as a label of its image." if checked else
+             "The checked mark was removed.")
+
+
 def _stored_key(vault, analysis_id: str) -> tuple:
     """Digests of what :func:`load_review` reads that a correction changes (None where there is no entry), and the
-    invalid mark (index metadata only: marking an analysis invalid rewrites the same bytes)."""
+    invalid and checked marks (index metadata only: marking an analysis rewrites the same bytes)."""
     entries = [vault.info(n) if vault.exists(n) else None
                for n in (entry_name(analysis_id, part) for part in ("result.json", EDITS_PART, DETECTED_PART))]
-    mark = entries[0].meta.get("invalidated") if entries[0] is not None else None
-    return (analysis_id, repr(mark), *(e.sha256 if e is not None else None for e in entries))
+    marks = tuple(entries[0].meta.get(k) for k in ("invalidated", "checked")) if entries[0] is not None else None
+    return (analysis_id, repr(marks), *(e.sha256 if e is not None else None for e in entries))
 
 
 def _fmt(value: float) -> str:
@@ -209,16 +223,28 @@ else:
 st.button("Undo the last correction", key="review_undo", on_click=_undo, args=(choice,),
           disabled=not review.edits)
 
+# ---------------------------------------------------------------------------------------------- checked mark
+info = review.info
+if info.checked_at:
+    st.caption(f"Checked as right by {info.checked_by or 'a user'} at {info.checked_at} (UTC).")
+    st.button("Remove the checked mark", key="review_uncheck", on_click=_check, args=(choice, False))
+else:
+    st.button("Mark as checked: the result is right", key="review_check", on_click=_check, args=(choice, True),
+              disabled=not info.valid,
+              help="After looking the result over (and correcting it where needed). A checked or corrected analysis"
+                   " is a label of its image: it is exported as training data by default and new models are tested"
+                   " on it before they are activated.")
+
 # ---------------------------------------------------------------------------------------------- labelled data
 st.subheader("Labelled training data")
 stored_images = {e.name for e in vault.list(IMAGES_PREFIX)}  # one index read, not one per analysis
 exportable = [a for a in items if f"{IMAGES_PREFIX}{a.image_sha256}" in stored_images]
 names = {a.analysis_id: labels[a.analysis_id] for a in exportable}
-default = [a.analysis_id for a in exportable if a.n_edits][:MAX_EXPORT_ANALYSES]
+default = [a.analysis_id for a in exportable if a.reviewed][:MAX_EXPORT_ANALYSES]
 chosen = st.multiselect("Analyses to include", list(names), default=default, format_func=names.get,
                         key=f"review_export_ids_{len(default)}", max_selections=MAX_EXPORT_ANALYSES,
-                        help="Corrected analyses are chosen by default (again after each new one); uncorrected ones"
-                             " carry the detector's labels as they are.")
+                        help="Corrected and checked analyses are chosen by default (again after each new one);"
+                             " the others carry the detector's labels unchecked.")
 st.caption("A zip of the original images (re-encoded, grey), YOLO label files from the corrected results and a"
            " data.yaml, for training the plant's own model. The download is recorded in the audit log.")
 file_name = f"crystal-qc-labelled-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}.zip"

@@ -18,6 +18,12 @@ the audit log); the mark lives in the index metadata of ``result.json`` (``inval
 history still lists it, flagged, while lot comparisons, trends and the industry comparison leave it out. It can be
 restored with a reason (:func:`restore_analysis`, ``analysis_restored``). An invalidated analysis takes no
 corrections until it is restored.
+
+Checked mark: a technician who reviewed a result and found it right (with the corrections in force, if any) marks it
+checked (:func:`set_checked`; ``analysis_checked`` / ``analysis_unchecked`` in the audit log); the mark lives in the
+index metadata of ``result.json`` too (``checked``: by, at). A checked or corrected analysis is *reviewed*
+(:attr:`AnalysisInfo.reviewed`): its result is a person's label for the image, which the labelled-data export chooses
+by default and the acceptance test of a new model measures on (``ui.models.plant_set``).
 """
 from __future__ import annotations
 
@@ -73,10 +79,17 @@ class AnalysisInfo:
     invalid_reason: str = ""  # why a lead marked it invalid ("" = valid; see invalidate_analysis)
     invalid_by: str = ""
     invalid_at: str = ""  # UTC ISO-8601
+    checked_by: str = ""  # who marked the result checked (set_checked); "" = not checked
+    checked_at: str = ""  # UTC ISO-8601
 
     @property
     def valid(self) -> bool:
         return not self.invalid_reason
+
+    @property
+    def reviewed(self) -> bool:
+        """A person corrected the result or checked it as right: it is a label for its image."""
+        return self.n_edits > 0 or bool(self.checked_at)
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,6 +215,13 @@ def _invalid_fields(meta: dict) -> dict[str, str]:
     return {"invalid_reason": reason, "invalid_by": str(mark.get("by") or ""), "invalid_at": str(mark.get("at") or "")}
 
 
+def _checked_fields(meta: dict) -> dict[str, str]:
+    mark = meta.get("checked")
+    if not isinstance(mark, dict):
+        return {}
+    return {"checked_by": str(mark.get("by") or ""), "checked_at": str(mark.get("at") or "")}
+
+
 def _info(analysis_id: str, meta: dict) -> AnalysisInfo:
     try:
         return AnalysisInfo(analysis_id=analysis_id, image_name=str(meta["image"]), created=str(meta["created"]),
@@ -211,7 +231,7 @@ def _info(analysis_id: str, meta: dict) -> AnalysisInfo:
                             d50=meta["d50"], unit=str(meta["unit"]),
                             **{k: str(meta.get(k) or "") for k in ("product", "lot", "operator", "profile")},
                             **{k: _optional_float(meta.get(k)) for k in ("span", "agglomerate_fraction")},
-                            n_edits=int(meta.get("n_edits") or 0), **_invalid_fields(meta))
+                            n_edits=int(meta.get("n_edits") or 0), **_invalid_fields(meta), **_checked_fields(meta))
     except (KeyError, TypeError, ValueError) as e:
         raise ArchiveFormatError(f"The saved analysis {analysis_id} has incomplete index information.") from e
 
@@ -273,6 +293,34 @@ def restore_analysis(vault: Vault, analysis_id: str, *, reason: str, user: str) 
         as :func:`invalidate_analysis` (ValueError when the analysis is not invalidated).
     """
     return _set_validity(vault, analysis_id, invalid=False, reason=reason, user=user)
+
+
+def set_checked(vault: Vault, analysis_id: str, *, checked: bool, user: str) -> AnalysisInfo:
+    """Mark a saved analysis checked by ``user`` (its result, with the corrections in force, is right) or remove the
+    mark (module docstring); records ``analysis_checked`` / ``analysis_unchecked``. Returns the updated entry.
+
+    Raises:
+        ValueError: the analysis is marked invalid, or is already (not) checked. ArchiveFormatError: bad id.
+        EntryNotFoundError: no such analysis. VaultError, OSError from the vault.
+    """
+    name = entry_name(analysis_id, "result.json")
+    with WRITE_LOCK:
+        meta = dict(vault.info(name).meta)
+        info = _info(analysis_id, meta)
+        if not info.valid:
+            raise ValueError(f"The analysis {analysis_id} is marked invalid ({info.invalid_reason}); restore it "
+                             "before checking it.")
+        if bool(info.checked_at) == checked:
+            state = f"already checked by {info.checked_by or 'a user'}" if checked else "not checked"
+            raise ValueError(f"The analysis {analysis_id} is {state}; nothing was changed.")
+        if checked:
+            meta["checked"] = {"by": str(user), "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        else:
+            meta.pop("checked", None)
+        vault.put(name, vault.get(name), kind="result", meta=meta)  # same record, new index metadata
+    vault.audit.append("analysis_checked" if checked else "analysis_unchecked", user=user,
+                       details={"analysis_id": analysis_id, "image": info.image_name, "n_edits": info.n_edits})
+    return _info(analysis_id, meta)
 
 
 def load_analysis(vault: Vault, analysis_id: str, *, with_cleaned: bool = True) -> StoredAnalysis:

@@ -122,6 +122,11 @@ def _store(vault: Vault, analysis_id: str, replay: Replay) -> AnalysisInfo:
         vault.put(entry_name(analysis_id, f"{report}.csv"), data, kind="report")
     n_edits = len(replay.edits)
     meta = {**detected_meta, **_summary_meta(corrected), "detector": corrected.detector, "n_edits": n_edits}
+    # the checked mark (ui.analyses.set_checked) as result.json has it now: a copy in detected.json's meta is stale
+    meta.pop("checked", None)
+    checked = vault.info(result_name).meta.get("checked")
+    if checked is not None:
+        meta["checked"] = checked
     vault.put(result_name, result_to_json(corrected, extra={**extra, "n_edits": n_edits}), kind="result", meta=meta)
     return _info(analysis_id, meta)
 

@@ -10,7 +10,7 @@ Analyze screen call it. Vault entries:
 * ``models/active.json`` (kind ``settings``): ``{"active": entry name or null, "history": [previous, ...]}``.
 
 The acceptance test (:func:`acceptance_test`) compares the candidate with the current model on rendered golden
-images and, when technicians have corrected enough analyses, on the plant's own images (:func:`plant_set`).
+images and, when technicians have reviewed enough analyses, on the plant's own images (:func:`plant_set`).
 
 Audit events: ``trusted_key_added``, ``trusted_key_removed``, ``model_import``, ``model_activation``. Raises ModelPackageError (bad package,
 key or stored model) and the vault's errors; every message is safe to show.
@@ -58,10 +58,10 @@ SIZE_KEY = "size found / labelled"
 #: every D-value by about as much, more than a lot-to-lot difference a QC lead would act on.
 SIZE_WORSE_BY = 0.03
 SANDBOX_TIMEOUT_S = 60
-#: The plant's own corrected analyses in the acceptance test (:func:`plant_set`): at most this many, newest first
+#: The plant's own reviewed analyses in the acceptance test (:func:`plant_set`): at most this many, newest first
 #: (each is analysed by both models: about 2 x 30 x 0.2-1 s on a 2-core PC).
 PLANT_MAX_IMAGES = 30
-#: With fewer corrected analyses than this there is no comparison on plant images: an interval over 3 or 4 images
+#: With fewer reviewed analyses than this there is no comparison on plant images: an interval over 3 or 4 images
 #: says little, and a QC lead would read a difference there as a finding.
 PLANT_MIN_IMAGES = 5
 #: Bootstrap draws of the paired interval on the plant images (detection.metrics.paired_bootstrap).
@@ -69,8 +69,9 @@ PLANT_BOOTSTRAP_DRAWS = 2000
 #: Name of the plant-image check in an acceptance report's ``worse`` list.
 PLANT_WORSE = "plant images"
 #: Box matching on the plant images: IoU 0.3, as on the real development tiles (detection.evaluate's --real-iou).
-#: Their labels are a model's outlines corrected by hand, so the model that made them matches its own boxes
-#: exactly; a looser match keeps a candidate's slightly different outline of the same crystal from counting as a miss.
+#: Their labels are a model's outlines checked and corrected by hand, so the model that made them matches its own
+#: boxes exactly; a looser match keeps a candidate's slightly different outline of the same crystal from counting as
+#: a miss.
 PLANT_IOU = 0.3
 
 
@@ -250,9 +251,9 @@ def golden_set() -> list[LabelledImage]:
 
 @dataclass(frozen=True, eq=False)
 class PlantSet:
-    """The plant's corrected analyses as labelled images (:func:`plant_set`). ``analysed_by``: how many of them
-    each detector first analysed (their labels are its result, corrected by hand); ``left_out``: corrected analyses
-    not used, with the reason ("original deleted", "profile removed", "unreadable")."""
+    """The plant's reviewed analyses as labelled images (:func:`plant_set`). ``analysed_by``: how many of them
+    each detector first analysed (their labels are its result, corrected or checked by hand); ``left_out``: reviewed
+    analyses not used, with the reason ("original deleted", "profile removed", "unreadable")."""
 
     items: tuple[LabelledImage, ...]
     analysed_by: Mapping[str, int]
@@ -260,9 +261,10 @@ class PlantSet:
 
 
 def plant_set(vault: Vault, *, limit: int = PLANT_MAX_IMAGES) -> PlantSet:
-    """The plant's own labelled images: the newest ``limit`` valid analyses that a technician corrected on the
-    Review screen (at least one edit), each with the original image (decrypted in memory only) and its corrected
-    result as the truth (:func:`detection.evaluate.labelled_from_result`), analysed with the current settings and the
+    """The plant's own labelled images: the newest ``limit`` valid analyses that a technician reviewed on the Review
+    screen (corrected, or marked checked as right: ``AnalysisInfo.reviewed``), each with the original image
+    (decrypted in memory only) and its corrected result as the truth (:func:`detection.evaluate.labelled_from_result`),
+    analysed with the current settings and the
     calibration profile it was analysed with (its analysis scale changes what a model sees). An analysis whose
     original was deleted, whose profile no longer exists or whose record cannot be read is left out and counted."""
     # imported here: ui.analyses / ui.settings are only needed when a vault holds analyses to read
@@ -277,7 +279,7 @@ def plant_set(vault: Vault, *, limit: int = PLANT_MAX_IMAGES) -> PlantSet:
     for info in list_analyses(vault):
         if len(items) >= limit:
             break
-        if info.n_edits < 1 or not info.valid:
+        if not (info.reviewed and info.valid):
             continue
         try:
             options = analysis_options(settings, profile=info.profile)
@@ -311,7 +313,7 @@ def report_row(role: str, r: EvalReport) -> dict:
 
 def acceptance_test(candidate: Detector, current: Detector, *,
                     items: Sequence[LabelledImage] | None = None, plant: PlantSet | None = None) -> dict:
-    """Candidate vs the current model on the golden set, and on the plant's own corrected analyses when ``plant``
+    """Candidate vs the current model on the golden set, and on the plant's own reviewed analyses when ``plant``
     holds at least :data:`PLANT_MIN_IMAGES` of them.
 
     Returns ``{"rows": [candidate, current], "worse": [...], "golden": {...}, "plant": {...}}`` where ``worse`` names
@@ -362,8 +364,8 @@ def plant_difference_text(plant: Mapping[str, Any]) -> str:
     return (f"Candidate minus current model: F1 {d['F1']:+.3f} [{f_lo:+.3f}, {f_hi:+.3f}], count accuracy "
             f"{d['count accuracy']:+.3f} [{c_lo:+.3f}, {c_hi:+.3f}] ({100 * d['confidence']:g} % paired bootstrap "
             f"interval over the {plant['images']} images). An interval that holds 0 is within the luck of these "
-            "images. The labels are a model's results corrected by hand: errors nobody corrected favour the model "
-            "that made them.")
+            "images. The labels are a model's results checked and corrected by hand: errors nobody corrected favour "
+            "the model that made them.")
 
 
 def _plant_comparison(candidate: Detector, current: Detector, plant: PlantSet, worse: list[str]) -> dict:
@@ -375,7 +377,7 @@ def _plant_comparison(candidate: Detector, current: Detector, plant: PlantSet, w
     try:
         cand = evaluate(candidate, plant.items, set_name="plant", iou_threshold=PLANT_IOU)
     except (ValueError, RuntimeError) as e:
-        raise ModelPackageError(f"The model cannot analyse the plant's corrected images: {e}") from e
+        raise ModelPackageError(f"The model cannot analyse the plant's reviewed images: {e}") from e
     cur = evaluate(current, plant.items, set_name="plant", iou_threshold=PLANT_IOU)
     d = compare(cur, cand, draws=PLANT_BOOTSTRAP_DRAWS)
     out["rows"] = [report_row("candidate", cand), report_row("current", cur)]

@@ -6,7 +6,7 @@
     python -m ui.models_cli rollback [--path VAULT]
 
 ``import`` runs every check of the Models screen (trusted key, sha256, no rollback, ONNX checks, sandboxed first
-inference), then the acceptance test against the current model (golden set, and the plant's corrected analyses when
+inference), then the acceptance test against the current model (golden set, and the plant's reviewed analyses when
 there are enough: ``ui.models.plant_set``), prints the tables and stores the package in the vault (audited); ``--activate`` also activates it. The passphrase comes from a hidden prompt or
 CRYSTALQC_PASSPHRASE. Exit status: 0 ok, 1 refused (reason printed), 2 usage or vault error.
 No Streamlit here: it shares ui.models with the app.
@@ -42,13 +42,13 @@ def cmd_import(vault, args) -> int:
     for row in report["rows"]:
         print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
     plant = report["plant"]
-    print(f"this plant's corrected analyses: {models.plant_summary(plant)}")
+    print(f"this plant's reviewed analyses: {models.plant_summary(plant)}")
     for row in plant.get("rows", []):
         print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
     if plant.get("rows"):
         print("  " + models.plant_difference_text(plant))
     else:
-        print(f"  (no comparison: at least {models.PLANT_MIN_IMAGES} corrected analyses are needed)")
+        print(f"  (no comparison: at least {models.PLANT_MIN_IMAGES} reviewed analyses are needed)")
     if report["worse"]:
         print(f"warning: the candidate is worse on {', '.join(report['worse'])}", file=sys.stderr)
     entry = models.store_package(vault, data, vp, report, user=vault.user)

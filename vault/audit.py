@@ -40,7 +40,8 @@ logger = logging.getLogger(__name__)
 #: Events the app records; others matching ``[a-z][a-z0-9_]*`` are accepted too.
 KNOWN_EVENTS = ("vault_created", "unlock_ok", "unlock_failed", "recovery_unlock", "import", "analysis", "correction",
                 "export", "delete", "model_activation", "settings_change", "settings_migrated", "passphrase_changed",
-                "recovery_key_replaced", "rollback_accepted", "gc", "analysis_invalidated", "analysis_restored")
+                "recovery_key_replaced", "rollback_accepted", "gc", "analysis_invalidated", "analysis_restored",
+                "analysis_checked", "analysis_unchecked")
 MAX_DETAILS_BYTES = 16 * 1024
 MAX_USER_CHARS = 128
 MAX_LINE_BYTES = 128 * 1024

@@ -347,7 +347,7 @@ def test_command_line_intake_checks_stores_activates_and_rolls_back(recovery_key
     assert models_cli(base + ["import", str(good), "--activate"]) == 0
     out = capsys.readouterr().out
     assert "model=candidate" in out and "activated crystal-test 1.2.0" in out
-    assert "this plant's corrected analyses: 0 images" in out and "(no comparison: at least 5" in out
+    assert "this plant's reviewed analyses: 0 images" in out and "(no comparison: at least 5" in out
     with open_vault(vault_path) as vault:
         assert models.active_model(vault).version == "1.2.0"
     assert models_cli(base + ["import", str(good)]) == 1  # same version again: no rollback attack
@@ -361,7 +361,7 @@ def test_command_line_intake_checks_stores_activates_and_rolls_back(recovery_key
     newer.write_bytes(package("1.3.0"))
     assert models_cli(base + ["import", str(newer)]) == 0
     out = capsys.readouterr().out
-    assert "this plant's corrected analyses: 5 images; labels from classical (5)" in out
+    assert "this plant's reviewed analyses: 5 images; labels from classical (5)" in out
     assert out.count("model=candidate") == 2 and "Candidate minus current model: F1" in out
 
 
@@ -448,7 +448,7 @@ def _corrected_analyses(v, n: int, *, profile: str = "") -> list[str]:
 def test_plant_set_takes_valid_corrected_analyses_with_the_corrected_truth(vault_path, recovery_key):
     from analysis.pipeline import AnalysisOptions, ClassicalDetector, analyze_bytes
     from tests.app.conftest import crystal_image, png_bytes
-    from ui.analyses import invalidate_analysis, load_analysis, save_analysis
+    from ui.analyses import invalidate_analysis, load_analysis, save_analysis, set_checked
     from ui.settings import DEFAULTS, CalibrationProfile, add_profile, save_settings
 
     with open_vault(vault_path) as v:
@@ -460,21 +460,27 @@ def test_plant_set_takes_valid_corrected_analyses_with_the_corrected_truth(vault
         data = png_bytes(crystal_image(5))
         save_analysis(v, data, analyze_bytes(data, name="plain.png", detector=ClassicalDetector(),
                                              options=AnalysisOptions()), source="upload", user="tech")
+        data = png_bytes(crystal_image(6))
+        right = save_analysis(v, data, analyze_bytes(data, name="right.png", detector=ClassicalDetector(),
+                                                     options=AnalysisOptions()), source="upload", user="tech")
+        set_checked(v, right.analysis_id, checked=True, user="tech")  # reviewed, found right: a label as it is
         invalid = _corrected_analyses(v, 1)[0]
         invalidate_analysis(v, invalid, reason="wrong slide", user="lead")
         gone = _corrected_analyses(v, 1)[0]
         v.delete(f"images/{load_analysis(v, gone).info.image_sha256}")
         plant = models.plant_set(v)
-        # the uncorrected and the invalid analyses are not labels; the one without its original is left out
-        stored = {load_analysis(v, i).info.image_name: load_analysis(v, i).result for i in corrected + scaled}
+        # the unreviewed and the invalid analyses are not labels; the one without its original is left out
+        labels = corrected + scaled + [right.analysis_id]
+        stored = {load_analysis(v, i).info.image_name: load_analysis(v, i).result for i in labels}
         assert sorted(i.name for i in plant.items) == sorted(stored)
-        assert plant.left_out == {"original deleted": 1} and plant.analysed_by == {"classical": 3}
+        assert plant.left_out == {"original deleted": 1} and plant.analysed_by == {"classical": 4}
         for item in plant.items:
             counted = [p for p in stored[item.name].particles if p.excluded_reason is None]
-            assert len(counted) >= 2 and len(item.boxes) == len(counted)  # the corrected result, one deleted
+            # the corrected results (one particle deleted) or the checked one as it is
+            assert len(counted) == (6 if item.name == "right.png" else 2 + int(item.name[3:-4]) % 4)
             assert [tuple(b) for b in item.boxes] == [(p.x_min, p.y_min, p.x_max, p.y_max) for p in counted]
         assert {i.name: i.options.scale for i in plant.items}[load_analysis(v, scaled[0]).info.image_name] == 0.5
-        assert sorted(i.options.scale for i in plant.items) == [0.5, 1.0, 1.0]
+        assert sorted(i.options.scale for i in plant.items) == [0.5, 1.0, 1.0, 1.0]
         assert [i.name for i in models.plant_set(v, limit=2).items] == [i.name for i in plant.items[:2]]
         # a removed profile: its analysis scale is unknown, so its analysis is left out
         save_settings(v, DEFAULTS, user="lead")
@@ -517,7 +523,7 @@ def test_models_screen_shows_the_plant_comparison(app, vault_path):
         _corrected_analyses(v, models.PLANT_MIN_IMAGES)
     at = upload_package(models_page(app), package())
     shown = texts(at.markdown) + texts(at.caption)
-    assert f"This plant's corrected analyses ({models.PLANT_MIN_IMAGES} images; labels from classical" in shown
+    assert f"This plant's reviewed analyses ({models.PLANT_MIN_IMAGES} images; labels from classical" in shown
     assert "Candidate minus current model: F1" in shown and "paired bootstrap" in shown
     assert len(at.dataframe) >= 2  # golden rows and plant rows
     with open_vault(vault_path) as v:

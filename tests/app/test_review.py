@@ -496,3 +496,59 @@ def test_edit_json_keeps_who_and_when(vault, analysed):
     assert datetime.fromisoformat(edit.time).utcoffset().total_seconds() == 0
     raw, _ = result_from_json(vault.get(entry_name(info.analysis_id, "result.json")))
     assert len(raw.particles) == len(analysed[1].particles) - 1
+
+
+# ------------------------------------------------------------------------------------------------ checked mark
+def test_a_checked_mark_is_kept_in_the_index_audited_and_survives_later_corrections(vault, analysed):
+    from ui.analyses import invalidate_analysis, restore_analysis, set_checked
+
+    info = _save(vault, analysed)
+    assert not info.reviewed and info.checked_at == ""
+    checked = set_checked(vault, info.analysis_id, checked=True, user="alice")
+    assert checked.checked_by == "alice" and checked.checked_at and checked.reviewed and checked.n_edits == 0
+    assert list_analyses(vault)[0].checked_by == "alice"
+    with pytest.raises(ValueError, match="already checked by alice"):
+        set_checked(vault, info.analysis_id, checked=True, user="bob")
+    # a correction after the check keeps the mark (the result is still a person's label) ...
+    delete_particles(vault, info.analysis_id, [2], user="bob")
+    after = list_analyses(vault)[0]
+    assert after.checked_by == "alice" and after.n_edits == 1
+    # ... and removing the mark is not undone by the copy of the first index kept with the detector's result
+    set_checked(vault, info.analysis_id, checked=False, user="bob")
+    set_checked(vault, info.analysis_id, checked=True, user="carol")
+    set_checked(vault, info.analysis_id, checked=False, user="carol")
+    delete_particles(vault, info.analysis_id, [3], user="bob")
+    last = list_analyses(vault)[0]
+    assert last.checked_at == "" and last.n_edits == 2 and last.reviewed  # corrected: still reviewed
+    with pytest.raises(ValueError, match="not checked"):
+        set_checked(vault, info.analysis_id, checked=False, user="bob")
+    invalidate_analysis(vault, info.analysis_id, reason="wrong lot", user="lead")
+    with pytest.raises(ValueError, match="marked invalid"):
+        set_checked(vault, info.analysis_id, checked=True, user="alice")
+    restore_analysis(vault, info.analysis_id, reason="right lot after all", user="lead")
+    records = [(r.event, r.user) for r in vault.audit.entries() if r.event.startswith("analysis_")
+               and r.event.endswith("checked")]
+    assert records == [("analysis_checked", "alice"), ("analysis_unchecked", "bob"), ("analysis_checked", "carol"),
+                       ("analysis_unchecked", "carol")]
+    # marking rewrites the index only: the stored result keeps its bytes
+    name = entry_name(info.analysis_id, "result.json")
+    before = vault.info(name).sha256
+    set_checked(vault, info.analysis_id, checked=True, user="alice")
+    assert vault.info(name).sha256 == before and vault.info(name).meta["checked"]["by"] == "alice"
+
+
+def test_mark_as_checked_on_the_review_screen(app, vault_path, analysed):
+    [info] = _saved(vault_path, analysed)
+    at = _review(app)
+    assert not at.exception and not at.button(key="review_check").disabled
+    at.button(key="review_check").click()
+    at.run()
+    assert not at.exception and any("Marked as checked" in s.value for s in at.success)
+    assert any("Checked as right by alice" in c.value for c in at.caption)
+    # a checked analysis is offered in the labelled-data export like a corrected one
+    assert at.multiselect(key="review_export_ids_1").value == [info.analysis_id]
+    at.button(key="review_uncheck").click()
+    at.run()
+    assert not at.exception and not any("Checked as right" in c.value for c in at.caption)
+    assert [r.event for r in events(vault_path) if r.event.endswith("checked")] == ["analysis_checked",
+                                                                                   "analysis_unchecked"]
