@@ -253,7 +253,8 @@ def golden_set() -> list[LabelledImage]:
 class PlantSet:
     """The plant's reviewed analyses as labelled images (:func:`plant_set`). ``analysed_by``: how many of them
     each detector first analysed (their labels are its result, corrected or checked by hand); ``left_out``: reviewed
-    analyses not used, with the reason ("original deleted", "profile removed", "unreadable")."""
+    analyses not used, with the reason ("original deleted", "profile removed", "unreadable", "over the size
+    limits")."""
 
     items: tuple[LabelledImage, ...]
     analysed_by: Mapping[str, int]
@@ -266,9 +267,11 @@ def plant_set(vault: Vault, *, limit: int = PLANT_MAX_IMAGES) -> PlantSet:
     (decrypted in memory only) and its corrected result as the truth (:func:`detection.evaluate.labelled_from_result`),
     analysed with the current settings and the
     calibration profile it was analysed with (its analysis scale changes what a model sees). An analysis whose
-    original was deleted, whose profile no longer exists or whose record cannot be read is left out and counted."""
+    original was deleted, whose profile no longer exists, whose record cannot be read or whose image is now over the
+    settings' size limits is left out and counted."""
     # imported here: ui.analyses / ui.settings are only needed when a vault holds analyses to read
     from analysis.errors import CrystalQCError
+    from analysis.io import read_header, sniff_format
     from ui.analyses import list_analyses, load_analysis, read_original
     from ui.settings import analysis_options, load_settings
 
@@ -294,6 +297,14 @@ def plant_set(vault: Vault, *, limit: int = PLANT_MAX_IMAGES) -> PlantSet:
             continue
         except CrystalQCError:  # ArchiveFormatError, VaultCorruptedError: a damaged record
             left_out["unreadable"] = left_out.get("unreadable", 0) + 1
+            continue
+        try:  # the size limits may have been lowered since it was analysed: the header says, without decoding
+            head = read_header(data, sniff_format(data))
+        except CrystalQCError:
+            left_out["unreadable"] = left_out.get("unreadable", 0) + 1
+            continue
+        if head.width * head.height > options.max_pixels or len(data) > options.max_bytes:
+            left_out["over the size limits"] = left_out.get("over the size limits", 0) + 1
             continue
         items.append(labelled_from_result(info.image_name, data, stored.result, options=options))
         analysed_by[info.detector] = analysed_by.get(info.detector, 0) + 1

@@ -485,6 +485,16 @@ def test_plant_set_takes_valid_corrected_analyses_with_the_corrected_truth(vault
         # a removed profile: its analysis scale is unknown, so its analysis is left out
         save_settings(v, DEFAULTS, user="lead")
         assert models.plant_set(v).left_out == {"original deleted": 1, "profile removed": 1}
+        # an image over a lowered size limit is left out before anything is decoded
+        data = png_bytes(np.tile(crystal_image(6), (2, 2)))  # 1280 x 1024 = 1.3 MP
+        big = save_analysis(v, data, analyze_bytes(data, name="big.png", detector=ClassicalDetector(),
+                                                   options=AnalysisOptions()), source="upload", user="tech")
+        set_checked(v, big.analysis_id, checked=True, user="tech")
+        assert "big.png" in [i.name for i in models.plant_set(v).items]
+        save_settings(v, dataclasses.replace(DEFAULTS, max_megapixels=1.0), user="lead")
+        smaller = models.plant_set(v)
+        assert "big.png" not in [i.name for i in smaller.items] and len(smaller.items) == 3
+        assert smaller.left_out == {"original deleted": 1, "profile removed": 1, "over the size limits": 1}
 
 
 def test_acceptance_compares_the_models_on_plant_images_with_a_paired_interval(vault_path, recovery_key):
