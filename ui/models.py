@@ -32,6 +32,7 @@ from analysis.pipeline import AUTO_WITH_MODEL, Detector
 from detection.evaluate import (
     HELD_OUT_SEED_BASE, EvalReport, LabelledImage, compare, evaluate, labelled_from_result, synthetic_set,
 )
+from detection.metrics import PairedDifference
 from detection.package import (
     ValidatedPackage, first_inference, fingerprint, format_fingerprint, load_trusted_keys, public_key_pem,
     public_key_raw, unpack, validate_package,
@@ -69,6 +70,10 @@ PLANT_MIN_IMAGES = 5
 PLANT_BOOTSTRAP_DRAWS = 2000
 #: Name of the plant-image check in an acceptance report's ``worse`` list.
 PLANT_WORSE = "plant images"
+#: The plant-image check flags a candidate whose F1 or count accuracy is lower beyond the luck of the images (the
+#: interval's upper end below 0) and by at least this much: with hundreds of crystals a consistent loss of a few
+#: thousandths is "significant" but nothing a QC lead would act on (the golden set's margin is WORSE_BY).
+PLANT_MIN_DROP = 0.01
 #: Box matching on the plant images: IoU 0.3, as on the real development tiles (detection.evaluate's --real-iou).
 #: Their labels are a model's outlines checked and corrected by hand, so the model that made them matches its own
 #: boxes exactly; a looser match keeps a candidate's slightly different outline of the same crystal from counting as
@@ -266,10 +271,9 @@ def plant_set(vault: Vault, *, limit: int = PLANT_MAX_IMAGES) -> PlantSet:
     """The plant's own labelled images: the newest ``limit`` valid analyses that a technician reviewed on the Review
     screen (corrected, or marked checked as right: ``AnalysisInfo.reviewed``), each with the original image
     (decrypted in memory only) and its corrected result as the truth (:func:`detection.evaluate.labelled_from_result`),
-    analysed with the current settings and the
-    calibration profile it was analysed with (its analysis scale changes what a model sees). An analysis whose
-    original was deleted, whose profile no longer exists, whose record cannot be read or whose image is now over the
-    settings' size limits is left out and counted."""
+    analysed with the current settings and the calibration profile it was analysed with (its analysis scale changes
+    what a model sees). An analysis whose original was deleted, whose profile no longer exists, whose record cannot
+    be read or whose image is now over the settings' size limits is left out and counted."""
     # imported here: ui.analyses / ui.settings are only needed when a vault holds analyses to read
     from analysis.errors import CrystalQCError
     from analysis.io import read_header, sniff_format
@@ -333,7 +337,8 @@ def acceptance_test(candidate: Detector, current: Detector, *,
     ``sizing`` when the crystals it finds measure further from their labels than the current model's by more than
     :data:`SIZE_WORSE_BY` (median found / labelled ECD of matched crystals, ``detection.evaluate``), and
     :data:`PLANT_WORSE` when on the plant images its F1 or count accuracy is lower beyond the luck of those images
-    (the 95 % paired bootstrap interval of the difference lies below 0). ``plant``: ``{"images", "rows",
+    (the 95 % paired bootstrap interval of the difference lies below 0) by at least :data:`PLANT_MIN_DROP`
+    (:func:`plant_worse`). ``plant``: ``{"images", "rows",
     "difference", "analysed_by", "left_out"}`` (``rows`` and ``difference`` only with enough images); JSON-safe.
     """
     items = golden_set() if items is None else list(items)
@@ -397,9 +402,16 @@ def _plant_comparison(candidate: Detector, current: Detector, plant: PlantSet, w
                          "count accuracy": round(d.count_accuracy, 4),
                          "count accuracy interval": [round(d.count_accuracy_low, 4), round(d.count_accuracy_high, 4)],
                          "confidence": d.confidence, "draws": d.draws}
-    if d.f1_high < 0 or d.count_accuracy_high < 0:
+    if plant_worse(d):
         worse.append(PLANT_WORSE)
     return out
+
+
+def plant_worse(d: PairedDifference) -> bool:
+    """Whether a candidate-minus-current difference on the plant images flags the candidate: F1 or count accuracy
+    lower beyond the noise (upper end of the interval below 0) and by at least :data:`PLANT_MIN_DROP`."""
+    return ((d.f1_high < 0 and d.f1 <= -PLANT_MIN_DROP)
+            or (d.count_accuracy_high < 0 and d.count_accuracy <= -PLANT_MIN_DROP))
 
 
 def store_package(vault: Vault, data: bytes, vp: ValidatedPackage, acceptance: Mapping[str, Any], *,

@@ -540,3 +540,18 @@ def test_models_screen_shows_the_plant_comparison(app, vault_path):
         entry = models.installed_models(v)[0]
         assert entry.acceptance["plant"]["images"] == models.PLANT_MIN_IMAGES
         assert [r["model"] for r in entry.acceptance["plant"]["rows"]] == ["candidate", "current"]
+
+
+@pytest.mark.parametrize("f1, f1_high, count, count_high, flagged", [
+    (-0.20, -0.10, 0.0, 0.02, True),     # F1 clearly lower
+    (0.0, 0.01, -0.05, -0.01, True),     # count accuracy clearly lower
+    (-0.004, -0.001, 0.0, 0.0, False),   # consistently lower, but by less than PLANT_MIN_DROP
+    (-0.05, 0.01, -0.05, 0.02, False),   # lower, but within the luck of the images
+    (0.03, 0.05, 0.02, 0.04, False),     # better
+])
+def test_the_plant_check_flags_a_drop_beyond_the_noise_and_large_enough(f1, f1_high, count, count_high, flagged):
+    from detection.metrics import PairedDifference
+
+    d = PairedDifference(n_images=20, draws=2000, confidence=0.95, f1=f1, f1_low=f1 - 0.05, f1_high=f1_high,
+                         count_accuracy=count, count_accuracy_low=count - 0.05, count_accuracy_high=count_high)
+    assert models.plant_worse(d) is flagged
