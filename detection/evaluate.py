@@ -39,7 +39,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -57,7 +57,9 @@ HELD_OUT_SEED_BASE = 900_000
 @dataclass(frozen=True, eq=False)
 class LabelledImage:
     """One evaluation image: encoded bytes and its counted truth objects; ``options``: how to analyse this image
-    (e.g. with the calibration profile it was analysed with in the plant), None for the evaluation's own."""
+    (e.g. with the calibration profile it was analysed with in the plant), None for the evaluation's own; ``load``:
+    reads the encoded bytes when they are needed (``data`` is then b""), so a set of large images, or of images
+    decrypted from a vault, never holds more than one in memory (:meth:`read`)."""
 
     name: str
     data: bytes
@@ -65,6 +67,11 @@ class LabelledImage:
     classes: tuple[str, ...]  # 'crystal' / 'agglomerate'
     ecd_px: np.ndarray  # (N,)
     options: AnalysisOptions | None = None
+    load: Callable[[], bytes] | None = None
+
+    def read(self) -> bytes:
+        """The encoded image: ``data``, or what ``load`` returns."""
+        return self.data if self.load is None else self.load()
 
 
 @dataclass(frozen=True)
@@ -221,14 +228,15 @@ def _counted(result: ImageResult):
     return [p for p in result.particles if p.excluded_reason is None and p.class_name in COUNTED_CLASSES]
 
 
-def labelled_from_result(name: str, data: bytes, result: ImageResult, *,
+def labelled_from_result(name: str, data: bytes | Callable[[], bytes], result: ImageResult, *,
                          options: AnalysisOptions | None = None) -> LabelledImage:
     """A labelled image whose truth is a result (e.g. one a technician corrected): its objects as :func:`evaluate`
     scores predictions (not excluded, of a counted class; border-touching ones included, as ``analysis.labels``
-    labels them). ``data``: the image file the result was made from."""
+    labels them). ``data``: the image file the result was made from, or a function that reads it when needed."""
     kept = _counted(result)
-    return LabelledImage(name=name, data=data, boxes=particle_boxes(kept), classes=tuple(p.class_name for p in kept),
-                         ecd_px=np.array([p.ecd_px for p in kept], float), options=options)
+    held, load = (b"", data) if callable(data) else (data, None)
+    return LabelledImage(name=name, data=held, boxes=particle_boxes(kept), classes=tuple(p.class_name for p in kept),
+                         ecd_px=np.array([p.ecd_px for p in kept], float), options=options, load=load)
 
 
 def particle_boxes(particles: Sequence) -> np.ndarray:
@@ -284,7 +292,7 @@ def evaluate(detector: Detector, items: Sequence[LabelledImage], *, set_name: st
     tallies = []
     for item in items:
         t0 = time.perf_counter()
-        result = analyze_bytes(item.data, name=item.name, detector=detector, options=item.options or options,
+        result = analyze_bytes(item.read(), name=item.name, detector=detector, options=item.options or options,
                                keep_cleaned=False)
         seconds.append(time.perf_counter() - t0)
         kept = _counted(result)

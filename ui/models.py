@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -273,7 +274,8 @@ def plant_set(vault: Vault, *, limit: int = PLANT_MAX_IMAGES) -> PlantSet:
     (decrypted in memory only) and its corrected result as the truth (:func:`detection.evaluate.labelled_from_result`),
     analysed with the current settings and the calibration profile it was analysed with (its analysis scale changes
     what a model sees). An analysis whose original was deleted, whose profile no longer exists, whose record cannot
-    be read or whose image is now over the settings' size limits is left out and counted."""
+    be read or whose image is now over the settings' size limits is left out and counted. The items read their
+    originals from ``vault`` each time they are analysed (one in memory at a time): use them while it is unlocked."""
     # imported here: ui.analyses / ui.settings are only needed when a vault holds analyses to read
     from analysis.errors import CrystalQCError
     from analysis.io import read_header, sniff_format
@@ -311,7 +313,10 @@ def plant_set(vault: Vault, *, limit: int = PLANT_MAX_IMAGES) -> PlantSet:
         if head.width * head.height > options.max_pixels or len(data) > options.max_bytes:
             left_out["over the size limits"] = left_out.get("over the size limits", 0) + 1
             continue
-        items.append(labelled_from_result(info.image_name, data, stored.result, options=options))
+        # read again (decrypted in memory) when each model analyses it: one original in memory at a time, not 30
+        items.append(labelled_from_result(info.image_name, partial(read_original, vault, info), stored.result,
+                                          options=options))
+        del data
         analysed_by[info.detector] = analysed_by.get(info.detector, 0) + 1
     return PlantSet(items=tuple(items), analysed_by=analysed_by, left_out=left_out)
 

@@ -14,6 +14,7 @@ import detection.package as pkg
 import ui.models as models
 import ui.resources
 from analysis.errors import ModelPackageError
+from vault import VaultLockedError
 from analysis.pipeline import make_detector
 from detection.evaluate import synthetic_set
 from tests.app.conftest import events, open_vault, pick_sample
@@ -509,15 +510,18 @@ def test_acceptance_compares_the_models_on_plant_images_with_a_paired_interval(v
         assert report["worse"] == [] and models.plant_difference_text(report["plant"]) == ""
         _corrected_analyses(v, 2)
         plant = models.plant_set(v)
-    assert len(plant.items) == models.PLANT_MIN_IMAGES + 1
-    same = models.acceptance_test(classical, classical, items=golden, plant=plant)
+        assert len(plant.items) == models.PLANT_MIN_IMAGES + 1
+        same = models.acceptance_test(classical, classical, items=golden, plant=plant)
+        blind = models.acceptance_test(_Blind(), classical, items=golden, plant=plant)
+    # the originals are read from the vault when analysed, not held: locked, the set can no longer be analysed
+    with pytest.raises(VaultLockedError):
+        plant.items[0].read()
     rows = same["plant"]["rows"]
     assert [r["model"] for r in rows] == ["candidate", "current"] and rows[0]["images"] == len(plant.items)
     # the truth is classical's own result with one object deleted per image: recall 1, precision below 1
     assert 0.7 < rows[0]["F1"] == rows[1]["F1"] < 1.0
     assert same["plant"]["difference"]["F1"] == 0.0 and same["plant"]["difference"]["F1 interval"] == [0.0, 0.0]
     assert models.PLANT_WORSE not in same["worse"]
-    blind = models.acceptance_test(_Blind(), classical, items=golden, plant=plant)
     d = blind["plant"]["difference"]
     assert blind["plant"]["rows"][0]["F1"] == 0.0 and d["F1"] < -0.7 and d["F1 interval"][1] < 0
     assert d["count accuracy interval"][1] < 0 and d["draws"] == models.PLANT_BOOTSTRAP_DRAWS

@@ -299,7 +299,12 @@ def test_a_result_as_truth_keeps_its_counted_objects_border_ones_included():
     kept = result.particles[2:]
     assert [tuple(b) for b in item.boxes] == [(p.x_min, p.y_min, p.x_max, p.y_max) for p in kept]
     assert item.classes == tuple(p.class_name for p in kept) and list(item.ecd_px) == [p.ecd_px for p in kept]
-    assert item.data is data and item.options is options
+    assert item.data is data and item.read() is data and item.options is options and item.load is None
+    reads = []
+    lazy = labelled_from_result("disks.png", lambda: reads.append(1) or data, edited)
+    assert lazy.data == b"" and reads == []  # nothing read until the image is analysed
+    report = evaluate(make_detector("classical"), [lazy], set_name="lazy", iou_threshold=0.5, score_classes=False)
+    assert reads == [1] and report.recall == 1.0 and report.n_images == 1
 
 
 class _Sizes:
