@@ -61,8 +61,8 @@ SIZE_KEY = "size found / labelled"
 SIZE_WORSE_BY = 0.03
 SANDBOX_TIMEOUT_S = 60
 #: The plant's own reviewed analyses in the acceptance test (:func:`plant_set`): at most this many, newest first
-#: (each is analysed by both models; measured with 30 reviewed 2592 x 1944 images on a 2-core Intel Xeon: 61 s for the
-#: whole acceptance test, golden set included, bench/bench_acceptance.py).
+#: (each is analysed by both models; with 30 reviewed 2592 x 1944 images the whole acceptance test, golden set
+#: included, took 61 and 62 s in two runs on a 2-core Intel Xeon: bench/bench_acceptance.py).
 PLANT_MAX_IMAGES = 30
 #: With fewer reviewed analyses than this there is no comparison on plant images: an interval over 3 or 4 images
 #: says little, and a QC lead would read a difference there as a finding.
