@@ -14,6 +14,7 @@ from ui.resources import active_detector, get_detector
 
 IMPORTED = "models_imported"  # entry name of the package imported in this session (acceptance report shown)
 MESSAGE = "models_message"
+COMPARED = "models_compared"  # (entry, current detector label, report) of the last comparison of an accepted version
 
 
 ROW_COLUMNS = ["model", "detector", "images", "count accuracy", "F1", "D50 error", models.SIZE_KEY, "s / image"]
@@ -144,7 +145,23 @@ if installed:
     others = [m.entry for m in installed if active is None or m.entry != active.entry]
     if others:
         choice = st.selectbox("Switch to an accepted version", others, key="switch_choice")
-        st.button("Activate selected version", key="activate_selected", on_click=_activate, args=(choice,))
+        c1, c2 = st.columns(2)
+        c1.button("Activate selected version", key="activate_selected", on_click=_activate, args=(choice,))
+        if c2.button("Compare it with the model in use", key="compare_selected",
+                     help="The acceptance test again: the golden set and this plant's reviewed analyses as they are"
+                          " now (more may have been reviewed since the import)."):
+            entry = next(m for m in installed if m.entry == choice)
+            try:
+                with st.spinner("Comparing on the golden set and this plant's reviewed analyses…"):
+                    current = active_detector(vault, active)
+                    st.session_state[COMPARED] = (choice, current.label,
+                                                  models.compare_installed(vault, entry, current, user=vault.user))
+            except (CrystalQCError, OSError) as e:
+                st.error(f"The comparison could not be made: {e}")
+        compared = st.session_state.get(COMPARED)
+        if compared is not None and compared[0] == choice:
+            st.markdown(f"**{choice.rsplit('/', 1)[-1]}** (candidate) against **{compared[1]}** (current):")
+            _acceptance_table(compared[2])
 
 # ------------------------------------------------------------------------------------------------ trusted keys
 st.subheader("Trusted keys")

@@ -12,7 +12,8 @@ Analyze screen call it. Vault entries:
 The acceptance test (:func:`acceptance_test`) compares the candidate with the current model on rendered golden
 images and, when technicians have reviewed enough analyses, on the plant's own images (:func:`plant_set`).
 
-Audit events: ``trusted_key_added``, ``trusted_key_removed``, ``model_import``, ``model_activation``. Raises ModelPackageError (bad package,
+Audit events: ``trusted_key_added``, ``trusted_key_removed``, ``model_import``, ``model_compared``,
+``model_activation``. Raises ModelPackageError (bad package,
 key or stored model) and the vault's errors; every message is safe to show.
 """
 from __future__ import annotations
@@ -433,6 +434,19 @@ def store_package(vault: Vault, data: bytes, vp: ValidatedPackage, acceptance: M
                                                            "sha256": m.sha256, "key_id": vp.key_id,
                                                            "worse": list(acceptance.get("worse", []))})
     return _entry_from_info(info)
+
+
+def compare_installed(vault: Vault, entry: ModelEntry, current: Detector, *, user: str) -> dict:
+    """An accepted version against ``current`` (the detector the app runs now), as at import: the golden set and the
+    plant's reviewed analyses as they are today (:func:`acceptance_test`; more may have been reviewed since the
+    import). Audited as ``model_compared`` (entry, the current detector, what the version is worse on, how many plant
+    images). Raises ModelPackageError when the stored package no longer matches its record (as activation does)."""
+    candidate = detector_from_bytes(load_model_bytes(vault, entry), name=entry.name, version=entry.version)
+    report = acceptance_test(candidate, current, plant=plant_set(vault))
+    vault.audit.append("model_compared", user=user, details={
+        "entry": entry.entry, "against": current.label, "worse": list(report["worse"]),
+        "plant_images": int(report["plant"]["images"])})
+    return report
 
 
 # ------------------------------------------------------------------------------------------------ activation

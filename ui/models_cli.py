@@ -4,11 +4,15 @@
     python -m ui.models_cli list     [--path VAULT]
     python -m ui.models_cli activate ENTRY [--path VAULT]
     python -m ui.models_cli rollback [--path VAULT]
+    python -m ui.models_cli compare ENTRY [--path VAULT]
 
 ``import`` runs every check of the Models screen (trusted key, sha256, no rollback, ONNX checks, sandboxed first
 inference), then the acceptance test against the current model (golden set, and the plant's reviewed analyses when
-there are enough: ``ui.models.plant_set``), prints the tables and stores the package in the vault (audited); ``--activate`` also activates it. The passphrase comes from a hidden prompt or
-CRYSTALQC_PASSPHRASE. Exit status: 0 ok, 1 refused (reason printed), 2 usage or vault error.
+there are enough: ``ui.models.plant_set``), prints the tables and stores the package in the vault (audited);
+``--activate`` also activates it. ``compare`` runs the same acceptance test again for an accepted version against
+the model in use, on the plant's reviewed analyses as they are now (audited ``model_compared``). The passphrase
+comes from a hidden prompt or CRYSTALQC_PASSPHRASE. Exit status: 0 ok, 1 refused (reason printed), 2 usage or vault
+error.
 No Streamlit here: it shares ui.models with the app.
 """
 from __future__ import annotations
@@ -38,6 +42,16 @@ def cmd_import(vault, args) -> int:
     vp = models.check_package(vault, data)
     candidate = models.detector_from_bytes(vp.model_bytes, name=vp.manifest.name, version=vp.manifest.version)
     report = models.acceptance_test(candidate, _current_detector(vault), plant=models.plant_set(vault))
+    _print_report(report)
+    entry = models.store_package(vault, data, vp, report, user=vault.user)
+    print(f"stored {entry.entry}")
+    if args.activate:
+        models.activate(vault, entry.entry, user=vault.user)
+        print(f"activated {entry.label}")
+    return 0
+
+
+def _print_report(report: dict) -> None:
     print("golden set (rendered micrographs):")
     for row in report["rows"]:
         print("  " + "  ".join(f"{k}={v}" for k, v in row.items()))
@@ -51,11 +65,13 @@ def cmd_import(vault, args) -> int:
         print(f"  (no comparison: at least {models.PLANT_MIN_IMAGES} reviewed analyses are needed)")
     if report["worse"]:
         print(f"warning: the candidate is worse on {', '.join(report['worse'])}", file=sys.stderr)
-    entry = models.store_package(vault, data, vp, report, user=vault.user)
-    print(f"stored {entry.entry}")
-    if args.activate:
-        models.activate(vault, entry.entry, user=vault.user)
-        print(f"activated {entry.label}")
+
+
+def cmd_compare(vault, args) -> int:
+    entry = next((m for m in models.installed_models(vault) if m.entry == args.entry), None)
+    if entry is None:
+        raise ModelPackageError(f"{args.entry} is not an accepted model package; see 'list'.")
+    _print_report(models.compare_installed(vault, entry, _current_detector(vault), user=vault.user))
     return 0
 
 
@@ -92,9 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("activate")
     p.add_argument("entry")
     sub.add_parser("rollback")
+    p = sub.add_parser("compare")
+    p.add_argument("entry")
     args = ap.parse_args(argv)
     args.user = args.user or getpass.getuser()
-    commands = {"import": cmd_import, "list": cmd_list, "activate": cmd_activate, "rollback": cmd_rollback}
+    commands = {"import": cmd_import, "list": cmd_list, "activate": cmd_activate, "rollback": cmd_rollback,
+                "compare": cmd_compare}
     try:
         vault = _open(args)
     except (CrystalQCError, OSError) as e:

@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 KNOWN_EVENTS = ("vault_created", "unlock_ok", "unlock_failed", "recovery_unlock", "import", "analysis", "correction",
                 "export", "delete", "model_activation", "settings_change", "settings_migrated", "passphrase_changed",
                 "recovery_key_replaced", "rollback_accepted", "gc", "analysis_invalidated", "analysis_restored",
-                "analysis_checked", "analysis_unchecked")
+                "analysis_checked", "analysis_unchecked", "model_compared")
 MAX_DETAILS_BYTES = 16 * 1024
 MAX_USER_CHARS = 128
 MAX_LINE_BYTES = 128 * 1024

@@ -364,6 +364,12 @@ def test_command_line_intake_checks_stores_activates_and_rolls_back(recovery_key
     out = capsys.readouterr().out
     assert "this plant's reviewed analyses: 5 images; labels from classical (5)" in out
     assert out.count("model=candidate") == 2 and "Candidate minus current model: F1" in out
+    assert models_cli(base + ["compare", "models/packages/crystal-test-1.2.0.cqcpkg"]) == 0
+    out = capsys.readouterr().out
+    assert "this plant's reviewed analyses: 5 images" in out and "Candidate minus current model: F1" in out
+    assert [e.event for e in events(vault_path)].count("model_compared") == 1
+    assert models_cli(base + ["compare", "models/packages/nothing.cqcpkg"]) == 1
+    assert "not an accepted model package" in capsys.readouterr().err
 
 
 def test_command_line_wrong_passphrase_is_a_usage_error(recovery_key, vault_path, monkeypatch, capsys):
@@ -559,3 +565,34 @@ def test_the_plant_check_flags_a_drop_beyond_the_noise_and_large_enough(f1, f1_h
     d = PairedDifference(n_images=20, draws=2000, confidence=0.95, f1=f1, f1_low=f1 - 0.05, f1_high=f1_high,
                          count_accuracy=count, count_accuracy_low=count - 0.05, count_accuracy_high=count_high)
     assert models.plant_worse(d) is flagged
+
+
+def test_an_accepted_version_is_compared_again_with_the_model_in_use_on_todays_reviewed_images(app, vault_path):
+    with open_vault(vault_path) as v:
+        data = package("1.2.0")
+        # accepted when the plant had no reviewed analyses yet: no plant comparison in its import report
+        report = models.acceptance_test(models.detector_from_bytes(MODEL, name="crystal-test", version="1.2.0"),
+                                        make_detector("classical"), plant=models.plant_set(v))
+        assert "rows" not in report["plant"]
+        models.store_package(v, data, models.check_package(v, data), report, user="test")
+        _corrected_analyses(v, models.PLANT_MIN_IMAGES)
+    at = models_page(app)
+    at.selectbox(key="switch_choice").select("models/packages/crystal-test-1.2.0.cqcpkg")
+    at.button(key="compare_selected").click()
+    at = at.run()
+    assert not at.exception and not at.error
+    shown = texts(at.markdown) + texts(at.caption)
+    assert f"**crystal-test-1.2.0.cqcpkg** (candidate) against **{SHIPPED_LABEL}** (current)" in shown
+    assert f"This plant's reviewed analyses ({models.PLANT_MIN_IMAGES} images" in shown
+    assert "Candidate minus current model: F1" in shown
+    [record] = [r for r in events(vault_path) if r.event == "model_compared"]
+    assert record.user == "alice" and record.details["entry"] == "models/packages/crystal-test-1.2.0.cqcpkg"
+    assert record.details["against"] == SHIPPED_LABEL and record.details["plant_images"] == models.PLANT_MIN_IMAGES
+    # the stored package is checked against its record before it is compared, as before activation
+    with open_vault(vault_path) as v:
+        entry = models.installed_models(v)[0]
+        other = pkg.build_package({**FIELDS}, band_model(imgsz=(320, 320), names=NAMES), key=TRUSTED)
+        v.put(entry.entry, other, kind="model", meta=dict(v.info(entry.entry).meta))
+        with pytest.raises(ModelPackageError, match="does not match its manifest"):
+            models.compare_installed(v, entry, make_detector("classical"), user="lead")
+    assert [r.event for r in events(vault_path)].count("model_compared") == 1  # a refused comparison is not one
