@@ -42,7 +42,7 @@ def _plant_section(plant: dict) -> None:
     if not plant.get("rows"):
         st.info(f"At least {models.PLANT_MIN_IMAGES} reviewed analyses are needed to compare the models on this "
                 "plant's own images. Review a few results on the Review screen (correct them, or mark them checked "
-                "when they are right) and import the package again.")
+                "when they are right), then compare this version again under Accepted versions.")
         return
     st.dataframe(pd.DataFrame(plant["rows"], columns=ROW_COLUMNS), hide_index=True, width="stretch")
     st.caption(models.plant_difference_text(plant))
