@@ -10,6 +10,7 @@ import streamlit as st
 from analysis.errors import CrystalQCError
 from detection.package import format_fingerprint
 from ui import models, session
+from ui.analyses import list_analyses
 from ui.resources import active_detector, get_detector
 
 IMPORTED = "models_imported"  # entry name of the package imported in this session (acceptance report shown)
@@ -108,6 +109,10 @@ if active is not None:
 
 # ------------------------------------------------------------------------------------------------ import
 st.subheader("Import a model package")
+reviewed = sum(a.reviewed and a.valid for a in list_analyses(vault))  # the index only: nothing is decrypted
+st.caption(f"The acceptance test compares the package with the model in use on rendered golden images and on up to "
+           f"{models.PLANT_MAX_IMAGES} of this plant's reviewed analyses (corrected or checked on the Review screen) "
+           f"once there are {models.PLANT_MIN_IMAGES}: there are {reviewed} now.")
 upload = st.file_uploader("Signed model package (.cqcpkg)", type=["cqcpkg"], key="package_upload")
 if upload is not None and st.button("Check and import", key="import_package"):
     data = upload.getvalue()

@@ -106,14 +106,23 @@ def status_text(info: AnalysisInfo) -> str:
     return f"INVALID: {info.invalid_reason}" + (f" ({who})" if who else "")
 
 
+def review_text(info: AnalysisInfo) -> str:
+    """What a person did to the result on the Review screen: "", "2 corrections", "checked by ann" or both."""
+    parts = [f"{info.n_edits} correction{'s' if info.n_edits != 1 else ''}"] if info.n_edits else []
+    if info.checked_at:
+        parts.append(f"checked by {info.checked_by or 'a user'}")
+    return ", ".join(parts)
+
+
 def history_table(items: Sequence[AnalysisInfo]) -> pd.DataFrame:
     """The list shown on the History screen, one row per analysis, in the order given."""
     return pd.DataFrame([{
-        "status": status_text(a), "saved (UTC)": a.created, "image": a.image_name, "product": a.product, "lot": a.lot,
+        "status": status_text(a), "reviewed": review_text(a), "saved (UTC)": a.created, "image": a.image_name,
+        "product": a.product, "lot": a.lot,
         "crystals": a.n_crystals, "agglomerates": a.n_agglomerates, "D50": a.d50, "unit": a.unit, "span": a.span,
         "agglomerate fraction": a.agglomerate_fraction, "pixel size (µm)": a.pixel_size_um, "operator": a.operator,
         "detector": a.detector, "source": a.source, "id": a.analysis_id} for a in items],
-        columns=["status", "saved (UTC)", "image", "product", "lot", "crystals", "agglomerates", "D50", "unit", "span",
+        columns=["status", "reviewed", "saved (UTC)", "image", "product", "lot", "crystals", "agglomerates", "D50", "unit", "span",
                  "agglomerate fraction", "pixel size (µm)", "operator", "detector", "source", "id"])
 
 

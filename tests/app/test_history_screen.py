@@ -211,6 +211,7 @@ def test_an_invalidated_analysis_stays_listed_but_is_neither_pooled_nor_charted(
     assert listed[outlier.analysis_id].n_crystals == outlier.n_crystals  # the record itself is unchanged
     table = history.history_table(list(listed.values()))
     assert list(table["status"]).count("valid") == 8
+    assert set(table["reviewed"]) == {""}  # nobody corrected or checked these
     assert table.loc[table["image"] == "c2.png", "status"].item().startswith("INVALID: wrong lot label (lead, ")
     trend = history.trend_table(listed.values())
     assert len(trend) == 8 and "c2.png" not in set(trend["image"])
@@ -418,3 +419,21 @@ def test_ui_history_stays_free_of_streamlit():
     roots = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     roots |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert "plotly" in roots and "streamlit" not in roots  # the checker sees imports
+
+
+def test_the_history_list_says_what_a_person_did_to_each_result(vault, monkeypatch):
+    from ui.analyses import set_checked
+    from ui.corrections import delete_particles
+
+    infos = _seed(vault, monkeypatch)
+    corrected, checked, both = infos[0], infos[1], infos[2]
+    delete_particles(vault, corrected.analysis_id, [1], user="ann")
+    set_checked(vault, checked.analysis_id, checked=True, user="bob")
+    delete_particles(vault, both.analysis_id, [1], user="ann")
+    delete_particles(vault, both.analysis_id, [2], user="ann")
+    set_checked(vault, both.analysis_id, checked=True, user="ann")
+    table = history.history_table(list_analyses(vault)).set_index("id")
+    assert table.loc[corrected.analysis_id, "reviewed"] == "1 correction"
+    assert table.loc[checked.analysis_id, "reviewed"] == "checked by bob"
+    assert table.loc[both.analysis_id, "reviewed"] == "2 corrections, checked by ann"
+    assert list(table["reviewed"]).count("") == len(infos) - 3

@@ -541,7 +541,9 @@ def test_acceptance_compares_the_models_on_plant_images_with_a_paired_interval(v
 def test_models_screen_shows_the_plant_comparison(app, vault_path):
     with open_vault(vault_path) as v:
         _corrected_analyses(v, models.PLANT_MIN_IMAGES)
-    at = upload_package(models_page(app), package())
+    before = models_page(app)
+    assert f"once there are {models.PLANT_MIN_IMAGES}: there are {models.PLANT_MIN_IMAGES} now" in texts(before.caption)
+    at = upload_package(before, package())
     shown = texts(at.markdown) + texts(at.caption)
     assert f"This plant's reviewed analyses ({models.PLANT_MIN_IMAGES} images; labels from classical" in shown
     assert "Candidate minus current model: F1" in shown and "paired bootstrap" in shown
