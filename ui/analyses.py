@@ -350,15 +350,24 @@ def read_report(vault: Vault, analysis_id: str, report: str) -> bytes:
     return vault.get(entry_name(analysis_id, f"{report}.csv"))
 
 
+def original_name(info: AnalysisInfo) -> str:
+    """The vault name of a saved analysis's original image file.
+
+    Raises:
+        EntryNotFoundError: the analysis does not name a well-formed original.
+    """
+    if not re.fullmatch(r"[0-9a-f]{64}", info.image_sha256):
+        raise EntryNotFoundError("The saved analysis does not name its original image.")
+    return f"{IMAGES_PREFIX}{info.image_sha256}"
+
+
 def read_original(vault: Vault, info: AnalysisInfo) -> bytes:
     """The original image file of a saved analysis.
 
     Raises:
         EntryNotFoundError: the original was deleted. VaultCorruptedError.
     """
-    if not re.fullmatch(r"[0-9a-f]{64}", info.image_sha256):
-        raise EntryNotFoundError("The saved analysis does not name its original image.")
-    return vault.get(f"{IMAGES_PREFIX}{info.image_sha256}")
+    return vault.get(original_name(info))
 
 
 def export_original(vault: Vault, info: AnalysisInfo, *, user: str) -> bytes:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from functools import partial
 import logging
 import math
@@ -63,7 +64,7 @@ SIZE_WORSE_BY = 0.03
 SANDBOX_TIMEOUT_S = 60
 #: The plant's own reviewed analyses in the acceptance test (:func:`plant_set`): at most this many, newest first
 #: (each is analysed by both models; with 30 reviewed 2592 x 1944 images the whole acceptance test, golden set
-#: included, took 61 and 62 s in two runs on a 2-core Intel Xeon: bench/bench_acceptance.py).
+#: included, took 61, 62 and 64 s in three runs on a 2-core Intel Xeon: bench/bench_acceptance.py).
 PLANT_MAX_IMAGES = 30
 #: With fewer reviewed analyses than this there is no comparison on plant images: an interval over 3 or 4 images
 #: says little, and a QC lead would read a difference there as a finding.
@@ -275,18 +276,18 @@ def plant_set(vault: Vault, *, limit: int = PLANT_MAX_IMAGES) -> PlantSet:
     (decrypted in memory only) and its corrected result as the truth (:func:`detection.evaluate.labelled_from_result`),
     analysed with the current settings and the calibration profile it was analysed with (its analysis scale changes
     what a model sees). An analysis whose original was deleted, whose profile no longer exists, whose record cannot
-    be read or whose image is now over the settings' size limits is left out and counted. The items read their
-    originals from ``vault`` each time they are analysed (one in memory at a time): use them while it is unlocked."""
+    be read or whose image is now over the settings' size limits (from the index and the stored result: no original
+    is decrypted here) is left out and counted. The items read their originals from ``vault`` each time they are
+    analysed (one in memory at a time): use them while it is unlocked."""
     # imported here: ui.analyses / ui.settings are only needed when a vault holds analyses to read
     from analysis.errors import CrystalQCError
-    from analysis.io import read_header, sniff_format
-    from ui.analyses import list_analyses, load_analysis, read_original
+    from ui.analyses import list_analyses, load_analysis, original_name, read_original
     from ui.settings import analysis_options, load_settings
 
     settings = load_settings(vault)
     items: list[LabelledImage] = []
-    analysed_by: dict[str, int] = {}
-    left_out: dict[str, int] = {}
+    analysed_by: Counter[str] = Counter()
+    left_out: Counter[str] = Counter()
     for info in list_analyses(vault):
         if len(items) >= limit:
             break
@@ -295,31 +296,27 @@ def plant_set(vault: Vault, *, limit: int = PLANT_MAX_IMAGES) -> PlantSet:
         try:
             options = analysis_options(settings, profile=info.profile)
         except CrystalQCError:  # SettingsError: the profile was removed, so its analysis scale is unknown
-            left_out["profile removed"] = left_out.get("profile removed", 0) + 1
+            left_out["profile removed"] += 1
             continue
         try:
             stored = load_analysis(vault, info.analysis_id, with_cleaned=False)
-            data = read_original(vault, info)
+            original_bytes = vault.info(original_name(info)).size_bytes  # the index: nothing decrypted yet
         except EntryNotFoundError:
-            left_out["original deleted"] = left_out.get("original deleted", 0) + 1
+            left_out["original deleted"] += 1
             continue
         except CrystalQCError:  # ArchiveFormatError, VaultCorruptedError: a damaged record
-            left_out["unreadable"] = left_out.get("unreadable", 0) + 1
+            left_out["unreadable"] += 1
             continue
-        try:  # the size limits may have been lowered since it was analysed: the header says, without decoding
-            head = read_header(data, sniff_format(data))
-        except CrystalQCError:
-            left_out["unreadable"] = left_out.get("unreadable", 0) + 1
+        # the size limits may have been lowered since it was analysed (the result records the image's size)
+        if stored.result.meta.width * stored.result.meta.height > options.max_pixels \
+                or original_bytes > options.max_bytes:
+            left_out["over the size limits"] += 1
             continue
-        if head.width * head.height > options.max_pixels or len(data) > options.max_bytes:
-            left_out["over the size limits"] = left_out.get("over the size limits", 0) + 1
-            continue
-        # read again (decrypted in memory) when each model analyses it: one original in memory at a time, not 30
+        # read (decrypted in memory) when each model analyses it: one original in memory at a time, not 30
         items.append(labelled_from_result(info.image_name, partial(read_original, vault, info), stored.result,
                                           options=options))
-        del data
-        analysed_by[info.detector] = analysed_by.get(info.detector, 0) + 1
-    return PlantSet(items=tuple(items), analysed_by=analysed_by, left_out=left_out)
+        analysed_by[info.detector] += 1
+    return PlantSet(items=tuple(items), analysed_by=dict(analysed_by), left_out=dict(left_out))
 
 
 def _finite(x: float) -> float | None:
