@@ -35,6 +35,7 @@ from analysis.records import Detection, ImageMeta, ImageResult, Particle
 from analysis.rescale import (MAX_SCALE, MIN_SCALE, chosen_factor, resized, scaled_exclusion, scaled_particle,
                               upscale_factor)
 from analysis.segment import ClassicalOptions, detect_classical
+from analysis.timing import stage
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +164,10 @@ def analyze_image(image: np.ndarray, *, name: str, meta: ImageMeta, detector: De
     """Analyse one decoded image (float32 (H, W) in [0, 1]); returns a new ImageResult."""
     options = options or AnalysisOptions()
     start = time.perf_counter()
-    note_exposure = exposure_note(image)
-    cleaned = clean_image(image, options=options.cleaning)
+    with stage("exposure"):
+        note_exposure = exposure_note(image)
+    with stage("clean"):
+        cleaned = clean_image(image, options=options.cleaning)
     if options.scale != 1.0:
         factor = chosen_factor(options.scale, cleaned.shape)
         particles = _resized_pass(cleaned, detector, options, factor)
@@ -196,11 +199,15 @@ def analyze_image(image: np.ndarray, *, name: str, meta: ImageMeta, detector: De
 def _particles(cleaned: np.ndarray, detector: Detector, options: AnalysisOptions, *,
                border_margin_px: float = 1.0) -> list[Particle]:
     """One pass: detect, exclude, measure (``border_margin_px``: how near an edge is on the border)."""
-    detections = detector.detect(cleaned)
-    focus = focus_scores(cleaned, detections)  # one score per object, used by the focus rule and the table
-    detections = apply_exclusions(cleaned, detections, options=options.exclusion, focus_scores=focus)
-    return measure_particles(cleaned, detections, focus_scores=focus,
-                             border_margin_px=max(1, int(round(border_margin_px))))
+    with stage("detect"):
+        detections = detector.detect(cleaned)
+    with stage("focus"):
+        focus = focus_scores(cleaned, detections)  # one score per object, used by the focus rule and the table
+    with stage("exclude"):
+        detections = apply_exclusions(cleaned, detections, options=options.exclusion, focus_scores=focus)
+    with stage("measure"):
+        return measure_particles(cleaned, detections, focus_scores=focus,
+                                 border_margin_px=max(1, int(round(border_margin_px))))
 
 
 def _resized_pass(cleaned: np.ndarray, detector: Detector, options: AnalysisOptions, factor: float
@@ -210,8 +217,10 @@ def _resized_pass(cleaned: np.ndarray, detector: Detector, options: AnalysisOpti
     if factor == 1.0:
         return _particles(cleaned, detector, options)
     scaled = dataclasses.replace(options, exclusion=scaled_exclusion(options.exclusion, factor))
+    with stage("resize"):
+        image = resized(cleaned, factor)
     return [scaled_particle(p, factor, cleaned.shape)
-            for p in _particles(resized(cleaned, factor), detector, scaled, border_margin_px=factor)]
+            for p in _particles(image, detector, scaled, border_margin_px=factor)]
 
 
 def analyze_bytes(data: bytes, *, name: str, detector: Detector, options: AnalysisOptions | None = None,
@@ -219,7 +228,8 @@ def analyze_bytes(data: bytes, *, name: str, detector: Detector, options: Analys
     """Load untrusted image bytes safely, then analyse. Raises InvalidImageError (and subclasses) on bad input."""
     options = options or AnalysisOptions()
     start = time.perf_counter()
-    image, meta = load_image(data, name=name, max_pixels=options.max_pixels, max_bytes=options.max_bytes)
+    with stage("load"):
+        image, meta = load_image(data, name=name, max_pixels=options.max_pixels, max_bytes=options.max_bytes)
     result = analyze_image(image, name=name, meta=meta, detector=detector, options=options,
                            keep_cleaned=keep_cleaned)
     total = time.perf_counter() - start

@@ -11,7 +11,9 @@ median CPU time of this process (less sensitive to other jobs; with N threads it
 count; then each detector's median relative to the first, and how its time grows with the number of particles on an
 image (least-squares line over the images: seconds at no particle plus milliseconds per particle found, and the
 slowest image), because the rendered scenes range from a few dozen to a few hundred crystals and a dense slurry
-image costs more than the median. Never asserts on time.
+image costs more than the median. Last, per size and detector, the median seconds of each stage of the pipeline
+(``analysis.timing``: load, clean, detect with the model passes and the outlines inside it, focus, exclusions,
+measure, and the rest: reports, records), so speed work can start from where the time goes. Never asserts on time.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import numpy as np  # noqa: E402
 
 from analysis.pipeline import AnalysisOptions, analyze_bytes, make_detector  # noqa: E402
 from analysis.report import particles_table, summary_table  # noqa: E402
+from analysis.timing import stage_clock  # noqa: E402
 from detection.synthetic import render_image  # noqa: E402
 
 SIZES = ((1280, 1024), (2592, 1944))
@@ -59,6 +62,23 @@ def per_particle(seconds: list[float], particles: list[int]) -> str:
     b, a = np.polyfit(np.asarray(particles, float), np.asarray(seconds, float), 1)
     return (f"time ~ {a:.3f} s + {b * 1000:.2f} ms x particles ({min(particles)}-{max(particles)} per image); "
             + tail)
+
+
+def stage_line(clocks: list[dict[str, float]], wall: list[float]) -> str:
+    """Median seconds per stage over the images (``analysis.timing`` names; ``a.b`` is part of ``a`` and is shown
+    inside it), then ``other``: the median of each image's wall time less its top-level stages."""
+    names = sorted({n for c in clocks for n in c}, key=lambda n: min(_ORDER.get(n, 99), _ORDER.get(n.split(".")[0], 99)))
+    med = {n: statistics.median(c.get(n, 0.0) for c in clocks) for n in names}
+    other = statistics.median(w - sum(v for n, v in c.items() if "." not in n) for c, w in zip(clocks, wall))
+    parts = []
+    for n in (n for n in names if "." not in n):
+        inner = [f"{m.split('.', 1)[1]} {med[m]:.3f}" for m in names if m.startswith(n + ".")]
+        parts.append(f"{n} {med[n]:.3f}" + (f" ({', '.join(inner)})" if inner else ""))
+    return " · ".join(parts + [f"other {other:.3f}"])
+
+
+#: The order stages are printed in (the pipeline's order); unknown names go last.
+_ORDER = {n: i for i, n in enumerate(("load", "exposure", "clean", "resize", "detect", "focus", "exclude", "measure"))}
 
 
 def main() -> None:
@@ -93,15 +113,18 @@ def main() -> None:
         cpu = [[] for _ in detectors]
         counts = [0 for _ in detectors]
         measured = [[] for _ in detectors]
+        stages = [[] for _ in detectors]
         for det in detectors:  # warm-up (first-run allocations of a new input size)
             analyze_bytes(pngs[0], name="warmup.png", detector=det, options=options)
         for seed, data in enumerate(pngs):
             for i, det in enumerate(detectors):
                 t0, c0 = time.perf_counter(), time.process_time()
-                result = analyze_bytes(data, name=f"bench_{seed}.png", detector=det, options=options)
+                with stage_clock() as clock:
+                    result = analyze_bytes(data, name=f"bench_{seed}.png", detector=det, options=options)
                 particles_table([result])
                 summary_table([result])
                 wall[i].append(time.perf_counter() - t0)
+                stages[i].append(clock)
                 cpu[i].append(time.process_time() - c0)
                 counts[i] += sum(p.counted for p in result.particles)
                 measured[i].append(len(result.particles))
@@ -114,6 +137,8 @@ def main() -> None:
             print(f"{'':>11} median time relative to {names[0]}: {ratios}")
         for i, name in enumerate(names):
             print(f"{'':>11} {name[:28]:<28} {per_particle(wall[i], measured[i])}")
+        for i, name in enumerate(names):
+            print(f"{'':>11} {name[:28]:<28} stages, median s: {stage_line(stages[i], wall[i])}")
 
 
 if __name__ == "__main__":

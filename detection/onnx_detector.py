@@ -37,6 +37,7 @@ from detection.ort import ort
 
 from analysis.errors import InvalidImageError, ModelPackageError
 from analysis.records import COUNTED_CLASSES, EXCLUSION_REASONS, Detection
+from analysis.timing import stage
 from analysis.workers import usable_cores
 from detection.modelmeta import ModelMeta, check_output_shape, head_level_strides, parse_metadata
 from detection.tiling import coarse_support, merge_scales, merge_tile_detections, outside_boxes, plan_tiles
@@ -593,10 +594,14 @@ class OnnxDetector:
         """
         img = _check_image(image)
         refine_fn = refine or inscribed_ellipse
-        (boxes, scores, cls), (c_boxes, c_scores, c_cls) = self._predict(img, options, candidates=confirm is not None)
-        detections = self._outlined(img, refine_fn, refine_all, boxes, scores, cls)
+        with stage("detect.network"):  # model passes, seams and scales merged (analysis.timing)
+            (boxes, scores, cls), (c_boxes, c_scores, c_cls) = self._predict(img, options,
+                                                                             candidates=confirm is not None)
+        with stage("detect.outlines"):
+            detections = self._outlined(img, refine_fn, refine_all, boxes, scores, cls)
         if len(c_boxes):
-            confirmed = self._outlined(img, confirm, refine_all, c_boxes, c_scores, c_cls)
+            with stage("detect.outlines"):
+                confirmed = self._outlined(img, confirm, refine_all, c_boxes, c_scores, c_cls)
             chosen: list[Detection] = []
             accepted = np.zeros((0, 4), np.float32)
             for box, det in zip(c_boxes, confirmed):

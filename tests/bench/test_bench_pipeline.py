@@ -22,3 +22,12 @@ def test_per_particle_recovers_a_known_line_and_names_the_slowest_image():
 
 def test_per_particle_without_two_different_counts_gives_only_the_slowest_image():
     assert bench_pipeline.per_particle([0.4, 0.6], [50, 50]) == "slowest image 0.600 s (50 particles)"
+
+
+def test_stage_line_gives_medians_in_pipeline_order_with_parts_inside_their_stage_and_the_rest():
+    clocks = [{"detect": 0.5, "detect.network": 0.3, "clean": 0.1, "load": 0.05},
+              {"detect": 0.7, "detect.network": 0.5, "clean": 0.1, "load": 0.05},
+              {"detect": 0.6, "detect.network": 0.4, "clean": 0.3, "load": 0.05}]
+    wall = [0.7, 0.9, 1.0]  # less the top-level stages: 0.05, 0.05, 0.05
+    line = bench_pipeline.stage_line(clocks, wall)
+    assert line == "load 0.050 · clean 0.100 · detect 0.600 (network 0.400) · other 0.050"

@@ -126,3 +126,13 @@ def test_a_quantised_shipped_model_keeps_its_attention_core_in_float():
         pytest.skip("the shipped model is not an INT8 model with self-attention")
     quantised_inputs = {i for n in model.graph.node if n.op_type == "QuantizeLinear" for i in n.input[:1]}
     assert [n.name for n in attention if set(n.output) & quantised_inputs] == []
+
+
+def test_the_model_passes_and_the_outlines_are_timed_inside_the_detect_stage(shipped):
+    from analysis.timing import stage_clock
+
+    data, _ = _rendered(7, size=(640, 512))
+    with stage_clock() as clock:
+        analyze_bytes(data, name="r.png", detector=shipped)
+    assert {"detect", "detect.network", "detect.outlines"} <= set(clock)
+    assert clock["detect.network"] + clock["detect.outlines"] <= clock["detect"]
