@@ -67,7 +67,8 @@ def per_particle(seconds: list[float], particles: list[int]) -> str:
 def stage_line(clocks: list[dict[str, float]], wall: list[float]) -> str:
     """Median seconds per stage over the images (``analysis.timing`` names; ``a.b`` is part of ``a`` and is shown
     inside it), then ``other``: the median of each image's wall time less its top-level stages."""
-    names = sorted({n for c in clocks for n in c}, key=lambda n: min(_ORDER.get(n, 99), _ORDER.get(n.split(".")[0], 99)))
+    names = sorted({n for c in clocks for n in c},
+                   key=lambda n: (_ORDER.get(n, _ORDER.get(n.split(".")[0], len(_ORDER)) + 0.5), n))
     med = {n: statistics.median(c.get(n, 0.0) for c in clocks) for n in names}
     other = statistics.median(w - sum(v for n, v in c.items() if "." not in n) for c, w in zip(clocks, wall))
     parts = []
@@ -78,7 +79,8 @@ def stage_line(clocks: list[dict[str, float]], wall: list[float]) -> str:
 
 
 #: The order stages are printed in (the pipeline's order); unknown names go last.
-_ORDER = {n: i for i, n in enumerate(("load", "exposure", "clean", "resize", "detect", "focus", "exclude", "measure"))}
+_ORDER = {n: i for i, n in enumerate(("load", "exposure", "clean", "resize", "detect", "detect.network",
+                                      "detect.outlines", "focus", "exclude", "measure"))}
 
 
 def main() -> None:

@@ -31,3 +31,11 @@ def test_stage_line_gives_medians_in_pipeline_order_with_parts_inside_their_stag
     wall = [0.7, 0.9, 1.0]  # less the top-level stages: 0.05, 0.05, 0.05
     line = bench_pipeline.stage_line(clocks, wall)
     assert line == "load 0.050 · clean 0.100 · detect 0.600 (network 0.400) · other 0.050"
+
+
+def test_stage_line_keeps_the_pipelines_order_whatever_order_the_stages_were_seen_in():
+    clock = {"measure": 0.01, "detect.outlines": 0.2, "exotic": 0.0, "detect": 0.5, "detect.network": 0.25,
+             "load": 0.1}
+    line = bench_pipeline.stage_line([clock], [0.61])
+    assert line == ("load 0.100 · detect 0.500 (network 0.250, outlines 0.200) · measure 0.010 · exotic 0.000 · "
+                    "other 0.000")
