@@ -8,7 +8,7 @@ The pipeline marks its stages with :func:`stage`; outside a :func:`stage_clock` 
 lookup per stage and records nothing, so the app and the CLI pay nothing measurable. A stage that runs twice (the
 enlarged second pass of a small-crystal image) adds up. Names with a dot are parts of the stage before the dot
 (``detect.outlines`` is inside ``detect``), so the stages without a dot add up to (almost) the whole analysis.
-Made for ``bench/bench_pipeline.py --stages``; times are wall-clock seconds of the calling thread (work it hands to
+Made for ``bench/bench_pipeline.py``, which prints the stages; times are wall-clock seconds of the calling thread (work it hands to
 helper processes or threads counts while it waits for them).
 """
 from __future__ import annotations

@@ -64,6 +64,11 @@ def per_particle(seconds: list[float], particles: list[int]) -> str:
             + tail)
 
 
+#: The order stages are printed in (the pipeline's order); unknown names go last.
+_ORDER = {n: i for i, n in enumerate(("load", "exposure", "clean", "resize", "detect", "detect.network",
+                                      "detect.outlines", "focus", "exclude", "measure"))}
+
+
 def stage_line(clocks: list[dict[str, float]], wall: list[float]) -> str:
     """Median seconds per stage over the images (``analysis.timing`` names; ``a.b`` is part of ``a`` and is shown
     inside it), then ``other``: the median of each image's wall time less its top-level stages."""
@@ -76,11 +81,6 @@ def stage_line(clocks: list[dict[str, float]], wall: list[float]) -> str:
         inner = [f"{m.split('.', 1)[1]} {med[m]:.3f}" for m in names if m.startswith(n + ".")]
         parts.append(f"{n} {med[n]:.3f}" + (f" ({', '.join(inner)})" if inner else ""))
     return " · ".join(parts + [f"other {other:.3f}"])
-
-
-#: The order stages are printed in (the pipeline's order); unknown names go last.
-_ORDER = {n: i for i, n in enumerate(("load", "exposure", "clean", "resize", "detect", "detect.network",
-                                      "detect.outlines", "focus", "exclude", "measure"))}
 
 
 def main() -> None:
